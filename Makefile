@@ -1,0 +1,48 @@
+# The README's commands. Every target builds on `install`, which is idempotent:
+# it reinstalls only when pyproject.toml or the .proto files change.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTOS := $(shell find protos -name '*.proto')
+DURATION ?= 60
+USERS ?= 10
+
+.PHONY: install demo test bench lint loadtest clean
+
+install: $(VENV)/.installed node/generated/.stamp
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Generated gRPC code lives in node/generated (git-ignored, never edited).
+# The -I mapping makes the generated modules importable as node.generated.*.
+node/generated/.stamp: $(PROTOS) $(VENV)/.installed
+	rm -rf node/generated
+	mkdir -p node/generated
+	$(BIN)/python -m grpc_tools.protoc -Inode/generated=protos \
+		--python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	find node/generated -type d -exec touch {}/__init__.py \;
+	touch $@
+
+demo: install
+	$(BIN)/blindmatch demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench
+
+loadtest: install
+	DURATION=$(DURATION) USERS=$(USERS) $(BIN)/python -m loadtests.run
+
+lint: install
+	$(BIN)/ruff check crypto node tests bench loadtests
+	$(BIN)/ruff format --check crypto node tests bench loadtests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) node/generated
