@@ -1,0 +1,145 @@
+"""Mutual and count ECDH-PSI parties against Python's own set intersection."""
+
+from random import Random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crypto.errors import InvalidElement, ProtocolError
+from crypto.groups import SUITES, TAG_SIZE
+from crypto.psi import Initiator, Mode, Responder, run_locally
+
+GROUPS = list(SUITES.values())
+ids = [g.name for g in GROUPS]
+
+
+def points(group, values):
+    return group.hash_batch([b"v%d" % v for v in values])
+
+
+def session(group, xs, ys, mode, chunk_elements=5):
+    initiator = Initiator.with_new_key(
+        group, points(group, xs), mode, chunk_elements=chunk_elements
+    )
+    initiator_size = initiator.size
+    responder = Responder.with_new_key(
+        group, points(group, ys), mode, initiator_size, chunk_elements=chunk_elements
+    )
+    run_locally(initiator, responder)
+    return initiator, responder
+
+
+sets = st.lists(st.integers(0, 400), max_size=120)
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=ids)
+@settings(max_examples=15, deadline=None)
+@given(xs=sets, ys=sets)
+def test_mutual_gives_set_intersection_on_both_sides(group, xs, ys):
+    initiator, responder = session(group, xs, ys, Mode.MUTUAL)
+    common = set(xs) & set(ys)
+    assert initiator.intersection() == [i for i, x in enumerate(xs) if x in common]
+    assert responder.intersection() == [i for i, y in enumerate(ys) if y in common]
+    assert initiator.match_count() == len(common)
+    assert (initiator.size, responder.size) == (len(set(xs)), len(set(ys)))
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=ids)
+@settings(max_examples=15, deadline=None)
+@given(xs=sets, ys=sets)
+def test_count_gives_only_the_size(group, xs, ys):
+    initiator, responder = session(group, xs, ys, Mode.COUNT)
+    assert initiator.match_count() == len(set(xs) & set(ys))
+    with pytest.raises(ProtocolError):
+        initiator.intersection()
+    with pytest.raises(ProtocolError):
+        responder.intersection()
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=ids)
+def test_larger_sets_with_default_chunks(group):
+    xs = list(range(0, 600))
+    ys = list(range(300, 5000, 3))
+    initiator, responder = session(group, xs, ys, Mode.MUTUAL, chunk_elements=4096)
+    common = set(xs) & set(ys)
+    assert len(initiator.intersection()) == len(common) == 100
+    assert len(responder.intersection()) == len(common)
+
+
+def test_count_mode_shuffles_the_responders_reply():
+    group = SUITES["x25519-blake3"]
+    xs = list(range(200))
+    initiator = Initiator.with_new_key(group, points(group, xs), Mode.COUNT)
+    responder = Responder.with_new_key(group, points(group, xs), Mode.COUNT, initiator.size)
+    sent = b"".join(initiator.blinded_chunks())
+    assert responder.evaluate(sent) == b""
+    in_order = group.multiply(responder._key, sent)
+    in_order_tags = [in_order[i : i + TAG_SIZE] for i in range(0, len(in_order), 32)]
+    reply = responder.evaluated_rest()
+    reply_tags = [reply[i : i + TAG_SIZE] for i in range(0, len(reply), TAG_SIZE)]
+    assert sorted(reply_tags) == sorted(in_order_tags)
+    assert reply_tags != in_order_tags
+
+
+def test_fresh_key_per_session_and_deterministic_from_key():
+    group = SUITES["x25519-blake3"]
+    pts = points(group, range(10))
+    first = b"".join(Initiator.with_new_key(group, pts, Mode.MUTUAL).blinded_chunks())
+    second = b"".join(Initiator.with_new_key(group, pts, Mode.MUTUAL).blinded_chunks())
+    assert set(first[i : i + 32] for i in range(0, 320, 32)).isdisjoint(
+        second[i : i + 32] for i in range(0, 320, 32)
+    )
+    key = bytes(range(32))
+    pinned = [
+        b"".join(Initiator.from_key(group, pts, Mode.MUTUAL, key, rng=Random(7)).blinded_chunks())
+        for _ in range(2)
+    ]
+    assert pinned[0] == pinned[1]
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=ids)
+def test_bad_point_from_initiator_fails_cleanly(group):
+    responder = Responder.with_new_key(group, points(group, range(5)), Mode.MUTUAL, 3)
+    chunk = points(group, [1]) + bytes(32) + points(group, [2])
+    with pytest.raises(InvalidElement, match="element 1"):
+        responder.evaluate(chunk)
+    with pytest.raises(InvalidElement, match="whole number"):
+        responder.evaluate(chunk[:-1])
+
+
+@pytest.mark.parametrize("group", GROUPS, ids=ids)
+def test_bad_point_from_responder_fails_cleanly(group):
+    initiator = Initiator.with_new_key(group, points(group, range(5)), Mode.MUTUAL)
+    initiator.read_hello_reply(2)
+    with pytest.raises(InvalidElement, match="element 0"):
+        initiator.read_blinded(b"\xff" * 32)
+
+
+def test_sizes_beyond_declarations_are_refused():
+    group = SUITES["x25519-blake3"]
+    initiator = Initiator.with_new_key(group, points(group, range(3)), Mode.MUTUAL)
+    responder = Responder.with_new_key(group, points(group, range(3)), Mode.MUTUAL, 2)
+    chunk = b"".join(initiator.blinded_chunks())
+    with pytest.raises(ProtocolError, match="more than the 2 elements it declared"):
+        responder.evaluate(chunk)
+    with pytest.raises(ProtocolError, match="before its hello reply"):
+        initiator.read_blinded(points(group, [1]))
+    initiator.read_hello_reply(1)
+    with pytest.raises(ProtocolError, match="more than the 1 elements"):
+        initiator.read_blinded(points(group, [1, 2]))
+    with pytest.raises(ProtocolError, match="more than the 3 elements sent"):
+        initiator.read_evaluated(b"\x00" * TAG_SIZE * 4)
+
+
+def test_results_before_completion_are_refused():
+    group = SUITES["x25519-blake3"]
+    initiator = Initiator.with_new_key(group, points(group, range(3)), Mode.MUTUAL)
+    initiator.read_hello_reply(3)
+    with pytest.raises(ProtocolError, match="0 of its 3 declared"):
+        initiator.intersection()
+    responder = Responder.with_new_key(group, points(group, range(3)), Mode.COUNT, 3)
+    with pytest.raises(ProtocolError, match="sent 0 of its 3"):
+        responder.evaluated_rest()
+    with pytest.raises(ProtocolError, match="no reveal"):
+        responder.read_reveal(b"")
