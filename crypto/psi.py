@@ -18,17 +18,19 @@ Phases (I = `Initiator`, R = `Responder`; the transport carries the bytes):
        R -> I: y_b, shuffled                      `Responder.blinded_chunks()`
                                                   -> `Initiator.read_blinded(chunk)`
     4. I: x matches iff tag(x_ab) is among tag(y_ba)
-                                                  `Initiator.intersection()` / `match_count()`
+                                                  `Initiator.matches()` / `match_count()`
     5. mutual: I -> R tag(y_ba) in R's order      `Initiator.reveal_chunks()`
                                                   -> `Responder.read_reveal(chunk)`
-       R: y matches iff tag(y_ba) is among tag(x_ab)   `Responder.intersection()`
+       R: y matches iff tag(y_ba) is among tag(x_ab)   `Responder.matches()`
 
 Leakage: each side learns the intersection (count: only its size) and the
 peer's declared set size; nothing else under semi-honest behaviour.
 
 Duplicates: each party dedupes its input; `size` is the number of distinct
-elements, and `intersection()` returns every input position whose element is
-in the intersection (so duplicates of a matched element all match).
+elements, and `matches()` returns every input position whose element is in the
+intersection (so duplicates of a matched element all match), each paired with
+the matched element's index in R's sent order of y_b: both sides know that
+index, so labels of matched records are exchanged by it.
 
 Errors: `InvalidElement` for a point that fails validation or a chunk that is
 not a whole number of elements or tags; `ProtocolError` for a message out of
@@ -101,9 +103,6 @@ class _Party:
         while pending:
             yield pending.popleft().result()
 
-    def _positions_of(self, unique_indices: Iterator[int]) -> list[int]:
-        return sorted(pos for j in unique_indices for pos in self._positions[j])
-
 
 class Initiator(_Party):
     """The party that asks: learns the intersection (or its size), reveals it in mutual mode."""
@@ -173,27 +172,28 @@ class Initiator(_Party):
             )
         self._y_ba += tags_of(self._runner.multiply(self.group.name, self._key, chunk))
 
-    def intersection(self) -> list[int]:
-        """Returns the input positions whose element the responder also holds."""
+    def matches(self) -> list[tuple[int, int]]:
+        """Returns (input position, responder's index) for every input element it also holds."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals only the number of matches")
-        y_ba = self._complete_y_ba()
-        return self._positions_of(
-            self._order[j]
+        y_index = {tag: j for j, tag in enumerate(_split_tags(self._complete_y_ba_tags()))}
+        return sorted(
+            (pos, y_index[tag])
             for j, tag in enumerate(_split_tags(self._complete_x_ab()))
-            if tag in y_ba
+            if tag in y_index
+            for pos in self._positions[self._order[j]]
         )
 
     def match_count(self) -> int:
         """Returns the number of distinct elements both parties hold."""
-        y_ba = self._complete_y_ba()
+        y_ba = set(_split_tags(self._complete_y_ba_tags()))
         return sum(tag in y_ba for tag in _split_tags(self._complete_x_ab()))
 
     def reveal_chunks(self) -> Iterator[bytes]:
         """Yields tag(y_ba) in the responder's order, so it learns its own matches."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals nothing to the responder")
-        self._complete_y_ba()
+        self._complete_y_ba_tags()
         step = self._chunk // ELEMENT_SIZE * TAG_SIZE
         for start in range(0, len(self._y_ba), step):
             yield bytes(self._y_ba[start : start + step])
@@ -205,13 +205,13 @@ class Initiator(_Party):
             )
         return bytes(self._x_ab)
 
-    def _complete_y_ba(self) -> set[bytes]:
+    def _complete_y_ba_tags(self) -> bytes:
         received = len(self._y_ba) // TAG_SIZE
         if self.peer_size is None or received != self.peer_size:
             raise ProtocolError(
                 f"responder sent {received} of its {self.peer_size} declared elements"
             )
-        return set(_split_tags(bytes(self._y_ba)))
+        return bytes(self._y_ba)
 
 
 class Responder(_Party):
@@ -294,8 +294,8 @@ class Responder(_Party):
             raise ProtocolError(f"initiator revealed more than our {self.size} elements")
         self._y_ba += chunk
 
-    def intersection(self) -> list[int]:
-        """Returns the input positions whose element the initiator also holds."""
+    def matches(self) -> list[tuple[int, int]]:
+        """Returns (input position, our sent index) for every input element the initiator holds."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals nothing to the responder")
         if len(self._y_ba) != self.size * TAG_SIZE:
@@ -303,8 +303,11 @@ class Responder(_Party):
                 f"initiator revealed {len(self._y_ba) // TAG_SIZE} of our {self.size} elements"
             )
         x_ab = set(_split_tags(bytes(self._x_ab)))
-        return self._positions_of(
-            self._order[j] for j, tag in enumerate(_split_tags(bytes(self._y_ba))) if tag in x_ab
+        return sorted(
+            (pos, j)
+            for j, tag in enumerate(_split_tags(bytes(self._y_ba)))
+            if tag in x_ab
+            for pos in self._positions[self._order[j]]
         )
 
 

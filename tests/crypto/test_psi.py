@@ -39,8 +39,14 @@ sets = st.lists(st.integers(0, 400), max_size=120)
 def test_mutual_gives_set_intersection_on_both_sides(group, xs, ys):
     initiator, responder = session(group, xs, ys, Mode.MUTUAL)
     common = set(xs) & set(ys)
-    assert initiator.intersection() == [i for i, x in enumerate(xs) if x in common]
-    assert responder.intersection() == [i for i, y in enumerate(ys) if y in common]
+    i_matches, r_matches = initiator.matches(), responder.matches()
+    assert [pos for pos, _ in i_matches] == [i for i, x in enumerate(xs) if x in common]
+    assert [pos for pos, _ in r_matches] == [i for i, y in enumerate(ys) if y in common]
+    # The shared index pairs each side's matched records with the other's.
+    by_index = {}
+    for pos, j in r_matches:
+        by_index.setdefault(j, set()).add(ys[pos])
+    assert all(by_index[j] == {xs[pos]} for pos, j in i_matches)
     assert initiator.match_count() == len(common)
     assert (initiator.size, responder.size) == (len(set(xs)), len(set(ys)))
 
@@ -52,9 +58,9 @@ def test_count_gives_only_the_size(group, xs, ys):
     initiator, responder = session(group, xs, ys, Mode.COUNT)
     assert initiator.match_count() == len(set(xs) & set(ys))
     with pytest.raises(ProtocolError):
-        initiator.intersection()
+        initiator.matches()
     with pytest.raises(ProtocolError):
-        responder.intersection()
+        responder.matches()
 
 
 @pytest.mark.parametrize("group", GROUPS, ids=ids)
@@ -63,8 +69,8 @@ def test_larger_sets_with_default_chunks(group):
     ys = list(range(300, 5000, 3))
     initiator, responder = session(group, xs, ys, Mode.MUTUAL, chunk_elements=4096)
     common = set(xs) & set(ys)
-    assert len(initiator.intersection()) == len(common) == 100
-    assert len(responder.intersection()) == len(common)
+    assert len(initiator.matches()) == len(common) == 100
+    assert len(responder.matches()) == len(common)
 
 
 def test_count_mode_shuffles_the_responders_reply():
@@ -137,7 +143,7 @@ def test_results_before_completion_are_refused():
     initiator = Initiator.with_new_key(group, points(group, range(3)), Mode.MUTUAL)
     initiator.read_hello_reply(3)
     with pytest.raises(ProtocolError, match="0 of its 3 declared"):
-        initiator.intersection()
+        initiator.matches()
     responder = Responder.with_new_key(group, points(group, range(3)), Mode.COUNT, 3)
     with pytest.raises(ProtocolError, match="sent 0 of its 3"):
         responder.evaluated_rest()
