@@ -144,6 +144,16 @@ class Initiator(_Party):
         self._x_ab = bytearray()  # tag(x_ab), in the order R sent them
         self._y_ba = bytearray()  # tag(y_ba), in R's order
 
+    @property
+    def has_all_evaluated(self) -> bool:
+        """Whether every tag(x_ab) has arrived."""
+        return len(self._x_ab) == self.size * TAG_SIZE
+
+    @property
+    def has_all_blinded(self) -> bool:
+        """Whether every y_b the responder declared has arrived."""
+        return self.peer_size is not None and len(self._y_ba) == self.peer_size * TAG_SIZE
+
     def read_hello_reply(self, peer_size: int) -> None:
         """Records the responder's declared set size."""
         if peer_size < 0:
@@ -257,6 +267,16 @@ class Responder(_Party):
         self.peer_size = peer_size
         self._x_ab = bytearray()  # tag(x_ab), in the order I sent x_a
         self._y_ba = bytearray()  # tag(y_ba) revealed by I, in our order
+
+    @property
+    def has_all_blinded(self) -> bool:
+        """Whether every x_a the initiator declared has arrived."""
+        return len(self._x_ab) == self.peer_size * TAG_SIZE
+
+    @property
+    def has_all_revealed(self) -> bool:
+        """Whether tag(y_ba) has arrived for every element we sent (mutual mode)."""
+        return len(self._y_ba) == self.size * TAG_SIZE
 
     def evaluate(self, chunk: bytes) -> bytes:
         """Reads x_a; returns tag(x_ab) to send now (mutual) or b"" (count: held back)."""

@@ -3,10 +3,15 @@
     NodeError
     ├── InvalidIdentifier   a value that is not a valid identifier of its type (has .type, .reason)
     ├── InvalidInput        a malformed input file: bad header, unknown column, undecodable line
+    │   └── IngestRejected  a --strict ingest that stored nothing because rows were rejected
     ├── ConfigError         node.toml or a command-line option that cannot be used as given
     ├── NotFound            a list, peer, session or file that does not exist
     ├── PolicyDenied        the local policy for this peer does not allow the request
-    └── PeerError           a peer failed, refused or answered something unusable
+    ├── UnknownPeer         a caller whose certificate names no configured peer
+    ├── LimitExceeded       a set size, session rate or budget over the policy's limit
+    ├── Incompatible        a peer speaking another protocol version or suite
+    ├── PeerError           a peer failed, refused or answered something unusable
+    └── AuditError          an audit key or stored audit entry that cannot be used as it is
 
 All carry a message a person can act on: what is wrong and how to fix it.
 Messages never contain secrets. `InvalidIdentifier` may quote the rejected
@@ -17,13 +22,18 @@ one place, not where they are raised.
 """
 
 __all__ = [
+    "AuditError",
     "ConfigError",
     "InvalidIdentifier",
+    "IngestRejected",
     "InvalidInput",
     "NodeError",
     "NotFound",
     "PeerError",
     "PolicyDenied",
+    "UnknownPeer",
+    "LimitExceeded",
+    "Incompatible",
 ]
 
 
@@ -47,6 +57,17 @@ class InvalidInput(NodeError):
     """An input file that cannot be read as a list: malformed, bad header or unknown column."""
 
 
+class IngestRejected(InvalidInput):
+    """A --strict ingest that stored nothing because rows were rejected; `result` lists them."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message, result)
+        self.result = result
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class ConfigError(NodeError):
     """A configuration value or command-line option that cannot be used as given."""
 
@@ -61,3 +82,19 @@ class PolicyDenied(NodeError):
 
 class PeerError(NodeError):
     """A peer that failed, refused the request or sent an unusable answer."""
+
+
+class AuditError(NodeError):
+    """An audit key file or stored audit entry that cannot be used as it is."""
+
+
+class UnknownPeer(NodeError):
+    """A caller whose certificate names an agency that is not a configured peer."""
+
+
+class LimitExceeded(NodeError):
+    """A declared set size, session rate or screening budget over the policy's limit."""
+
+
+class Incompatible(NodeError):
+    """A peer speaking a protocol version or crypto suite this node does not support."""
