@@ -1,7 +1,7 @@
 """`blindmatch match`: run a mutual or count session as initiator against a peer.
 
 Blinding, streaming and the peer's work overlap: gRPC pulls x_a from
-`_Conversation.requests()` on its own thread while this thread reads y_b and
+`Conversation.requests()` on its own thread while this thread reads y_b and
 tag(x_ab) as they arrive, both feeding the same process pool. The reveal and
 the labels wait (on events) only for what they need. Hits are stored after the
 responder's summary, in one transaction; a session that fails stores none.
@@ -33,7 +33,7 @@ from node.server import LABELS_PER_MESSAGE, MODE_TO_WIRE
 from node.status import error_from_rpc
 from node.store import ListPoints
 
-__all__ = ["MatchResult", "open_channel", "run_match"]
+__all__ = ["Conversation", "MatchResult", "new_hello", "open_channel", "run_match"]
 
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -98,18 +98,9 @@ def run_match(
         party = Initiator.with_new_key(
             get_suite(suite), points.packed, Mode(mode), runner=node.runner
         )
-        talk = _Conversation(party, points, policy.release_labels, progress)
-        session_id = secrets.token_hex(16)
-        hello = pb.Hello(
-            protocol_version=PROTOCOL_VERSION,
-            session_id=session_id,
-            suite=suite,
-            mode=MODE_TO_WIRE[party.mode],
-            list=peer_list,
-            purpose=purpose,
-            set_size=party.size,
-            initiator_list=list_name,
-        )
+        talk = Conversation(party, points, policy.release_labels, progress)
+        hello = new_hello(party, list_name, peer_list, purpose)
+        session_id = hello.session_id
         fields: dict[str, object] = {
             "operator": operator,
             "peer": peer,
@@ -135,14 +126,11 @@ def run_match(
             )
         channel = open_channel(node.config, peer, policy.address)
         try:
-            responses = pb_grpc.MatchingStub(channel).Session(talk.requests(hello), timeout=timeout)
-            talk.read_all(responses)
+            talk.run(channel, hello, timeout)
         except grpc.RpcError as exc:
-            talk.stop()
             _record_failure(node, store, session_id, fields, talk, type(exc).__name__)
             raise error_from_rpc(exc, peer) from None
         except (CryptoError, PeerError) as exc:
-            talk.stop()
             _record_failure(node, store, session_id, fields, talk, type(exc).__name__)
             raise PeerError(f"session with {peer} failed: {exc}") from None
         finally:
@@ -152,8 +140,26 @@ def run_match(
         store.close()
 
 
-class _Conversation:
-    """Both directions of one session's stream, meeting through two events."""
+def new_hello(party: Initiator, list_name: str, peer_list: str, purpose: str) -> pb.Hello:
+    """The hello that opens a session of `party` (our `list_name`) against `peer_list`."""
+    return pb.Hello(
+        protocol_version=PROTOCOL_VERSION,
+        session_id=secrets.token_hex(16),
+        suite=party.group.name,
+        mode=MODE_TO_WIRE[party.mode],
+        list=peer_list,
+        purpose=purpose,
+        set_size=party.size,
+        initiator_list=list_name,
+    )
+
+
+class Conversation:
+    """Both directions of one session's stream, meeting through two events.
+
+    `run` needs only a channel: the store stays with the caller (`run_match`
+    records the session; the load tests keep none).
+    """
 
     def __init__(
         self, party: Initiator, points: ListPoints, release_labels: bool, progress: bool
@@ -168,6 +174,15 @@ class _Conversation:
         self._all_matched = threading.Event()  # matches known: the labels can go
         self._stopped = threading.Event()
         self._progress = _Progress(party) if progress else None
+
+    def run(self, channel: grpc.Channel, hello: pb.Hello, timeout: float) -> None:
+        """Runs the session on `channel` until the summary; on failure, stops `requests` too."""
+        responses = pb_grpc.MatchingStub(channel).Session(self.requests(hello), timeout=timeout)
+        try:
+            self.read_all(responses)
+        except BaseException:
+            self.stop()
+            raise
 
     def requests(self, hello: pb.Hello) -> Iterator[pb.InitiatorMessage]:
         """The initiator's side of the stream (pulled by gRPC on its own thread)."""
@@ -266,7 +281,7 @@ def _record_success(
     session_id: str,
     peer: str,
     fields: dict[str, object],
-    talk: _Conversation,
+    talk: Conversation,
 ) -> MatchResult:
     party = talk.party
     points = talk.points
@@ -308,7 +323,7 @@ def _record_failure(
     store: Any,
     session_id: str,
     fields: dict[str, object],
-    talk: _Conversation,
+    talk: Conversation,
     reason: str,
 ) -> None:
     with store.transaction() as conn:
@@ -318,7 +333,7 @@ def _record_failure(
 
 
 def _audit_disclosure(
-    node: NodeContext, conn: Any, fields: dict[str, object], talk: _Conversation
+    node: NodeContext, conn: Any, fields: dict[str, object], talk: Conversation
 ) -> None:
     if talk.labels_sent:
         audit.append(
