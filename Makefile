@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 PROTOS := $(shell find protos -name '*.proto')
 DURATION ?= 60
 USERS ?= 10
+WORKERS ?= 1
+P95_MS ?= 5000
 
 .PHONY: install demo test bench lint loadtest clean
 
@@ -37,7 +39,8 @@ bench: install
 	$(BIN)/python -m bench
 
 loadtest: install
-	DURATION=$(DURATION) USERS=$(USERS) $(BIN)/python -m loadtests.run
+	DURATION=$(DURATION) USERS=$(USERS) WORKERS=$(WORKERS) P95_MS=$(P95_MS) \
+		$(BIN)/python -m loadtests.run
 
 lint: install
 	$(BIN)/ruff check crypto node tests bench loadtests
