@@ -14,12 +14,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any, TypeVar
 
 from crypto.groups import ELEMENT_SIZE, get_suite
 
 __all__ = ["BatchRunner", "new_process_pool"]
+
+T = TypeVar("T")
 
 
 def new_process_pool(workers: int | None = None, start_method: str = "forkserver") -> Executor:
@@ -58,6 +61,12 @@ class BatchRunner:
         ]
         return _joined(parts)
 
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Runs module-level `fn(*args)` on the executor, or in-process without one."""
+        if self.executor is None:
+            return _done(fn, *args)
+        return self.executor.submit(fn, *args)
+
     def multiply(self, suite: str, scalar: bytes, points: bytes) -> bytes:
         """Multiplies packed `points` by `scalar` and returns packed points."""
         return self.submit_multiply(suite, scalar, points).result()
@@ -74,8 +83,8 @@ class BatchRunner:
         return b"".join(part.result() for part in parts)
 
 
-def _done(fn, *args) -> Future[bytes]:
-    future: Future[bytes] = Future()
+def _done(fn: Callable[..., T], *args: Any) -> Future[T]:
+    future: Future[T] = Future()
     try:
         future.set_result(fn(*args))
     except Exception as exc:  # delivered through the future, as a worker's would be

@@ -5,8 +5,9 @@ packed batches of points (concatenated 32-byte encodings, no per-point objects).
 Every point that enters `multiply` is decoded and validated first: a bad one
 raises `InvalidElement` naming its position, and nothing is computed from it.
 
-- `ristretto255-sha512`: RFC 9497's group. HashToGroup is RFC 9497's (so a
-  cached point serves both mutual PSI and OPRF screening); arithmetic is
+- `ristretto255-sha512`: RFC 9497's group. HashToGroup is RFC 9497's in VOPRF mode
+  (mode 0x01's DST, so a cached point serves both mutual PSI and screening,
+  which always runs the VOPRF); arithmetic is
   libsodium through `rbcl`. Supports scalar inversion.
 - `x25519-blake3`: for mutual ECDH-PSI, where no inversion is needed. Hash:
   BLAKE3 XOF (domain-separated) -> two Elligator 2 maps added (RFC 9380's
@@ -105,11 +106,15 @@ class Ristretto255Sha512:
     supports_inversion = True
     _IDENTITY = bytes(ELEMENT_SIZE)
 
+    # HashToGroup under the VOPRF-mode DST (RFC 9497 mode 0x01): screening always runs
+    # the VOPRF, and the point cached per element at ingest must be the one its
+    # BlindEvaluate/Evaluate start from. Mutual PSI with this suite only needs some
+    # random-oracle hash into the group, so the same cached point serves both.
     def hash_to_group(self, element: bytes) -> bytes:
-        return oprf.hash_to_group(element)
+        return oprf.hash_to_group(element, mode=oprf.MODE_VOPRF)
 
     def hash_batch(self, elements: Sequence[bytes]) -> bytes:
-        return b"".join(oprf.hash_to_group(e) for e in elements)
+        return b"".join(oprf.hash_to_group(e, mode=oprf.MODE_VOPRF) for e in elements)
 
     def random_scalar(self, rng: Rng = os.urandom) -> bytes:
         scalar: bytes = rbcl.crypto_core_ristretto255_scalar_reduce(rng(64))

@@ -77,7 +77,9 @@ __all__ = [
     "blind_evaluate",
     "blind_evaluate_batch",
     "blind_evaluate_batch_verifiable",
+    "add_composites",
     "blind_points",
+    "composite_sums",
     "context_string",
     "derive_key_pair",
     "evaluate",
@@ -89,8 +91,10 @@ __all__ = [
     "generate_key_pair",
     "hash_to_group",
     "hash_to_scalar",
+    "prove_composites",
     "verifiable_blind_evaluate",
     "verify_and_finalize_batch",
+    "verify_composites",
     "verify_finalize",
 ]
 
@@ -464,22 +468,30 @@ def _composites(
     pk: bytes, blinded: list[bytes], evaluated: list[bytes], sk: bytes | None
 ) -> tuple[bytes, bytes]:
     """ComputeCompositesFast when `sk` is given, else ComputeComposites: returns (M, Z)."""
+    m, z = _composite_sums(pk, blinded, evaluated, 0, sk is None)
+    return m, _mul(sk, m) if sk is not None else z
+
+
+def _composite_sums(
+    pk: bytes, blinded: list[bytes], evaluated: list[bytes], start: int, with_z: bool
+) -> tuple[bytes, bytes]:
+    """The sums M (and Z if `with_z`) over batch positions start, start + 1, ...; b"" if empty."""
     seed = hashlib.sha512(
         _LEN_ELEMENT + pk + len(_SEED_DST).to_bytes(2, "big") + _SEED_DST
     ).digest()
     prefix = len(seed).to_bytes(2, "big") + seed
     m = z = b""
-    for i, (c_i, d_i) in enumerate(zip(blinded, evaluated, strict=True)):
+    for i, (c_i, d_i) in enumerate(zip(blinded, evaluated, strict=True), start):
         transcript = (
             prefix + i.to_bytes(2, "big") + _LEN_ELEMENT + c_i + _LEN_ELEMENT + d_i + b"Composite"
         )
         weight = hash_to_scalar(transcript, _HASH_TO_SCALAR_VOPRF)
         term = _mul(weight, c_i)
         m = _add(term, m) if m else term
-        if sk is None:
+        if with_z:
             term = _mul(weight, d_i)
             z = _add(term, z) if z else term
-    return m, _mul(sk, m) if sk is not None else z
+    return m, z
 
 
 def _challenge(pk: bytes, m: bytes, z: bytes, t2: bytes, t3: bytes) -> bytes:
@@ -593,3 +605,79 @@ def verify_finalize(
         pk, [input], blind, blinded_element, evaluated_element, proof
     )
     return outputs[0]
+
+
+# ---------------------------------------------------------------------------------------
+# VOPRF proofs over a batch split into slices (a batch spread over worker processes)
+#
+# The composites M = sum d_i C_i and Z = sum d_i D_i are sums over the batch, and each
+# weight d_i depends only on pk, i, C_i and D_i: slices starting at `start` compute
+# partial sums (composite_sums) in parallel, add_composites joins them, and
+# prove_composites / verify_composites finish the RFC's GenerateProof / VerifyProof.
+# Together they give exactly blind_evaluate_batch_verifiable's proof and
+# verify_and_finalize_batch's check.
+
+
+def composite_sums(
+    pk: bytes, packed_blinded: bytes, packed_evaluated: bytes, start: int = 0, with_z: bool = True
+) -> tuple[bytes, bytes]:
+    """Returns the partial composites (M, Z) of a slice at batch position `start`."""
+    count = _same_count(
+        ("blinded elements", _count(packed_blinded, "blinded elements")),
+        ("evaluated elements", _count(packed_evaluated, "evaluated elements")),
+    )
+    if not start >= 0 or start + count > _MAX_PROOF_BATCH:
+        raise ProtocolError(f"a verifiable batch holds at most {_MAX_PROOF_BATCH:,} elements")
+    try:
+        return _composite_sums(pk, _split(packed_blinded), _split(packed_evaluated), start, with_z)
+    except RuntimeError:  # an element that is not a valid point
+        raise InvalidElement("a blinded or evaluated element is not a valid point") from None
+
+
+def add_composites(parts: Sequence[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """Adds partial composites (M, Z) of consecutive slices into the batch's."""
+    m = z = b""
+    for part_m, part_z in parts:
+        if part_m:
+            m = _add(m, part_m) if m else part_m
+        if part_z:
+            z = _add(z, part_z) if z else part_z
+    return m, z
+
+
+def prove_composites(
+    sk: bytes, pk: bytes, m: bytes, rng: Rng = os.urandom, r: bytes | None = None
+) -> bytes:
+    """Returns the 64-byte proof (c, s) that Z = M^sk and pk = G^sk, given composite M."""
+    _check_scalar(sk, "secret key")
+    if len(pk) != ELEMENT_SIZE or _mul_base(sk) != pk:
+        raise InvalidElement("the public key given is not the public key of this secret key")
+    if r is None:
+        r = _random_scalar(rng)
+    else:
+        _check_scalar(r, "proof nonce")
+    z = _mul(sk, m)
+    c = _challenge(pk, m, z, _mul_base(r), _mul(r, m))
+    return c + _scalar_sub(r, _scalar_mul(c, sk))
+
+
+def verify_composites(pk: bytes, m: bytes, z: bytes, proof: bytes) -> None:
+    """Raises VerificationError unless `proof` shows log_G pk == log_M Z."""
+    _check_element(pk, "public key")
+    if len(proof) != PROOF_SIZE:
+        raise VerificationError(
+            f"VOPRF proof is {len(proof)} bytes, not {PROOF_SIZE}; the proof does not verify"
+        )
+    if len(m) != ELEMENT_SIZE or len(z) != ELEMENT_SIZE:
+        raise VerificationError("VOPRF composites are missing; the proof does not verify")
+    c, s = proof[:SCALAR_SIZE], proof[SCALAR_SIZE:]
+    for scalar in (c, s):
+        if _reduce(scalar + _ZERO_HALF) != scalar or scalar == _ZERO_HALF:
+            raise VerificationError("VOPRF proof holds a non-canonical or zero scalar")
+    try:
+        t2 = _add(_mul_base(s), _mul(c, pk))
+        t3 = _add(_mul(s, m), _mul(c, z))
+    except RuntimeError:  # a composite or commitment is the identity: only a forged proof
+        raise VerificationError("VOPRF proof does not verify against the public key") from None
+    if not hmac.compare_digest(_challenge(pk, m, z, t2, t3), c):
+        raise VerificationError("VOPRF proof does not verify against the public key")
