@@ -338,12 +338,11 @@ def _cmd_match(args: argparse.Namespace) -> int:
     from node.client import run_match
     from node.context import NodeContext
 
-    if args.mode == "screen":
-        raise ConfigError("screening (--mode screen) is not built yet; use mutual or count")
     pool = new_process_pool()
     try:
         node = NodeContext.load(args.node_dir, BatchRunner(pool))
-        result = run_match(
+        run = _run_screen if args.mode == "screen" else run_match
+        result = run(
             node,
             peer=args.peer,
             list_name=args.list_name,
@@ -367,6 +366,54 @@ def _cmd_match(args: argparse.Namespace) -> int:
     if result.matches:
         rows = [[m["ref"], m["type"], m["peer_label"] or "-"] for m in result.matches]
         print(format_table(["ref", "type", "peer label"], rows))
+    return 0
+
+
+def _run_screen(node: Any, **options: Any) -> Any:
+    """`match --mode screen`: a VOPRF screening query (node.screening) over gRPC."""
+    from node.screening import GrpcTransport, run_screen
+
+    options.pop("mode")
+    options.pop("progress")
+    transport = GrpcTransport(node, options["peer"], timeout=options.pop("timeout"))
+    try:
+        return run_screen(node, transport=transport, **options)
+    finally:
+        transport.close()
+
+
+# -- epoch rotate -------------------------------------------------------------------------------
+
+
+def _add_epoch(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("epoch", help="manage screening key epochs")
+    sub = p.add_subparsers(dest="epoch_command", required=True, metavar="COMMAND")
+    rotate = sub.add_parser(
+        "rotate", help="start a new screening key epoch for a list (peers fetch it again)"
+    )
+    rotate.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    rotate.add_argument("--list", required=True, dest="list_name", metavar="NAME")
+    rotate.add_argument("--operator", help="who rotates (default: the OS user)")
+    rotate.set_defaults(func=_cmd_epoch_rotate)
+
+
+def _cmd_epoch_rotate(args: argparse.Namespace) -> int:
+    from crypto.batch import BatchRunner, new_process_pool
+    from node.context import NodeContext
+    from node.screening import current_epoch, rotate_epoch
+
+    pool = new_process_pool()
+    try:
+        node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        with node.open_store() as store:
+            epoch = rotate_epoch(node, store, args.list_name, _operator(args))
+            epoch = current_epoch(node, store, args.list_name)  # encode now, not on first fetch
+            entries = store.conn.execute(
+                "SELECT count(*) FROM screen_entries WHERE epoch_id = ?", (epoch.id,)
+            ).fetchone()[0]
+    finally:
+        pool.shutdown(cancel_futures=True)
+    print(f"list {args.list_name}: screening epoch {epoch.id}, {entries:,} entries encoded")
     return 0
 
 
@@ -421,6 +468,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     _add_hits,
     _add_audit,
     _add_demo,
+    _add_epoch,
 ]
 """Registration functions of the subcommands, in help order; append one to add a command."""
 

@@ -14,6 +14,7 @@ A node directory holds::
     region = "NL"                    # default phone region
     date_order = ""                  # "", "DMY" or "MDY"
     suite = "x25519-blake3"          # suite of the mutual/count sessions this node initiates
+    screen_epoch_hours = 168         # screening key epochs rotate this often (lazily, on use)
     [peers.police-nl]
     address = "127.0.0.1:50052"
     lists = []                       # empty = all lists
@@ -29,6 +30,7 @@ never leaves half a configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import tempfile
@@ -61,6 +63,7 @@ CONFIG_FILE = "node.toml"
 MODES = frozenset({"mutual", "count", "screen"})
 DEFAULT_MODES = frozenset({"mutual", "count"})
 DEFAULT_SUITE = "x25519-blake3"
+DEFAULT_SCREEN_EPOCH_HOURS = 168
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 
 
@@ -144,6 +147,7 @@ class NodeConfig:
     region: str = ""
     date_order: str = ""
     suite: str = DEFAULT_SUITE
+    screen_epoch_hours: int = DEFAULT_SCREEN_EPOCH_HOURS
     peers: Mapping[str, PeerPolicy] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -199,6 +203,7 @@ class NodeConfig:
             "region": self.region,
             "date_order": self.date_order,
             "suite": self.suite,
+            "screen_epoch_hours": self.screen_epoch_hours,
             "peers": {name: peer.to_toml() for name, peer in sorted(self.peers.items())},
         }
 
@@ -211,6 +216,12 @@ class NodeConfig:
         if self.suite not in SUITES:
             raise ConfigError(
                 f"{where}: suite {self.suite!r} is unknown; use {', '.join(sorted(SUITES))}"
+            )
+        hours = self.screen_epoch_hours
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 87_600:
+            raise ConfigError(
+                f"{where}: screen_epoch_hours must be a whole number of hours from 1 to 87600 "
+                f"(ten years), got {hours!r}"
             )
         try:
             self.canon_context()
@@ -240,7 +251,15 @@ class NodeConfig:
     def from_toml(cls, node_dir: Path, data: Mapping[str, Any]) -> NodeConfig:
         """Builds a config from the parsed contents of node.toml."""
         path = node_dir / CONFIG_FILE
-        known = {"agency", "listen", "region", "date_order", "suite", "peers"}
+        known = {
+            "agency",
+            "listen",
+            "region",
+            "date_order",
+            "suite",
+            "screen_epoch_hours",
+            "peers",
+        }
         _no_unknown(data, known, str(path))
         peers_table = _get(data, "peers", dict, str(path), {})
         peers = {}
@@ -267,6 +286,9 @@ class NodeConfig:
             region=_get(data, "region", str, str(path), ""),
             date_order=_get(data, "date_order", str, str(path), ""),
             suite=_get(data, "suite", str, str(path), DEFAULT_SUITE),
+            screen_epoch_hours=_get(
+                data, "screen_epoch_hours", int, str(path), DEFAULT_SCREEN_EPOCH_HOURS
+            ),
             peers=MappingProxyType(peers),
         )
 
@@ -330,14 +352,6 @@ def add_peer(node_dir: str | os.PathLike[str], peer: PeerPolicy) -> NodeConfig:
         raise ConfigError(f"peer {peer.agency!r} is this node's own agency; add another agency")
     peers = dict(config.peers)
     peers[peer.agency] = peer
-    new = NodeConfig(
-        node_dir=config.node_dir,
-        agency=config.agency,
-        listen=config.listen,
-        region=config.region,
-        date_order=config.date_order,
-        suite=config.suite,
-        peers=MappingProxyType(peers),
-    )
+    new = dataclasses.replace(config, peers=MappingProxyType(peers))
     write_config(new)
     return new

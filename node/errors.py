@@ -10,6 +10,7 @@
     ├── UnknownPeer         a caller whose certificate names no configured peer
     ├── LimitExceeded       a set size, session rate or budget over the policy's limit
     ├── Incompatible        a peer speaking another protocol version or suite
+    │   └── StaleEpoch      a screening query against a rotated epoch or changed list
     ├── PeerError           a peer failed, refused or answered something unusable
     └── AuditError          an audit key or stored audit entry that cannot be used as it is
 
@@ -34,6 +35,7 @@ __all__ = [
     "UnknownPeer",
     "LimitExceeded",
     "Incompatible",
+    "StaleEpoch",
 ]
 
 
@@ -98,3 +100,7 @@ class LimitExceeded(NodeError):
 
 class Incompatible(NodeError):
     """A peer speaking a protocol version or crypto suite this node does not support."""
+
+
+class StaleEpoch(Incompatible):
+    """A screening query naming an epoch or list version the responder no longer serves."""

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from crypto.batch import BatchRunner, new_process_pool
 from crypto.groups import TAG_SIZE
 from crypto.psi import DEFAULT_CHUNK_ELEMENTS, Mode
-from node import pki
+from node import pki, screening
 from node.context import NodeContext
 from node.errors import InvalidInput, UnknownPeer
 from node.generated.blindmatch.v1 import matching_pb2 as pb
@@ -119,6 +119,70 @@ class MatchingServicer(pb_grpc.MatchingServicer):
             yield from _labels(*session.released_labels())
         match_count = session.finish()
         yield pb.ResponderMessage(summary=pb.Summary(match_count=match_count))
+
+    # -- screening (DESIGN §4): the work and the policy are in node.screening ------------------
+
+    def FetchEncodedList(  # noqa: N802 (gRPC's method name)
+        self, request: pb.FetchEncodedListRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.EncodedListChunk]:
+        store = self.node.open_store()
+        try:
+            encoded = screening.answer_fetch(
+                self.node,
+                store,
+                _peer_agency(context),
+                screening.FetchRequest(request.protocol_version, request.list, request.purpose),
+            )
+            header = {
+                "epoch": encoded.epoch,
+                "public_key": encoded.public_key,
+                "list_version": encoded.list_version,
+                "total": encoded.total,
+                "list_kind": encoded.list_kind,
+            }
+            sent = False
+            for tags, sealed in encoded.chunks:
+                yield pb.EncodedListChunk(tags=tags, sealed_labels=sealed, **header)
+                sent = True
+            if not sent:  # an empty list still tells its epoch and key
+                yield pb.EncodedListChunk(**header)
+        except Exception as exc:
+            _abort(context, exc)
+        finally:
+            store.close()
+
+    def Screen(  # noqa: N802 (gRPC's method name)
+        self, request: pb.ScreenRequest, context: grpc.ServicerContext
+    ) -> pb.ScreenResponse:
+        store = self.node.open_store()
+        try:
+            query = screening.ScreenQuery(
+                protocol_version=request.protocol_version,
+                session_id=request.session_id,
+                list=request.list,
+                epoch=request.epoch,
+                list_version=request.list_version,
+                purpose=request.purpose,
+                blinded=request.blinded,
+            )
+            evaluated, proof = screening.answer_screen(
+                self.node, store, _peer_agency(context), query
+            )
+            return pb.ScreenResponse(evaluated=evaluated, proof=proof)
+        except Exception as exc:
+            _abort(context, exc)
+            raise  # unreachable: abort raises
+        finally:
+            store.close()
+
+
+def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
+    """Ends a unary or server-streaming call with the status `node.status` chooses."""
+    code = status_code(exc)
+    if code is None:
+        log.exception("screening call failed unexpectedly")
+        context.abort(grpc.StatusCode.INTERNAL, "internal error; see the responder's log")
+    context.abort(code, str(exc))
 
 
 def _evaluated(tags: bytes) -> Iterator[pb.ResponderMessage]:

@@ -13,6 +13,8 @@ Tables::
               group point for each suite (hashed once, at ingest)
     sessions  every PSI session, as initiator or responder
     hits      the matched records of those sessions
+    screen_*  screening: key epochs and encoded entries (responder), daily budget
+              usage per peer, and peers' fetched encoded sets (initiator)
     audit     append-only, hash-chained and signed log (written by node.audit)
 
 Writes go through `transaction()` (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
@@ -112,6 +114,55 @@ _MIGRATIONS: list[str] = [
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
+    # 1 -> 2: screening (DESIGN §4, node.screening). Responder side: key epochs per list
+    # (the epoch number is the row id, never reused, so a cached set is never confused
+    # with a later epoch's) and their encoded entries, deleted with their element so a
+    # changed list is re-encoded incrementally; per-peer daily budget usage. Initiator
+    # side: a peer's fetched encoded set per (peer, list, epoch), looked up by tag.
+    """
+    CREATE TABLE screen_epochs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+        seed BLOB NOT NULL,
+        public_key BLOB NOT NULL,
+        list_version INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX screen_epochs_list ON screen_epochs(list_id);
+    CREATE TABLE screen_entries (
+        epoch_id INTEGER NOT NULL REFERENCES screen_epochs(id) ON DELETE CASCADE,
+        tag BLOB NOT NULL,
+        element_id INTEGER NOT NULL REFERENCES elements(id) ON DELETE CASCADE,
+        sealed_label BLOB NOT NULL,
+        PRIMARY KEY (epoch_id, tag, element_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX screen_entries_element ON screen_entries(element_id, epoch_id);
+    CREATE TABLE screen_usage (
+        peer TEXT NOT NULL,
+        day TEXT NOT NULL,
+        items INTEGER NOT NULL,
+        PRIMARY KEY (peer, day)
+    );
+    CREATE TABLE screen_cache (
+        id INTEGER PRIMARY KEY,
+        peer TEXT NOT NULL,
+        list TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        list_version INTEGER NOT NULL,
+        public_key BLOB NOT NULL,
+        list_kind TEXT NOT NULL,
+        entries INTEGER NOT NULL,
+        labels_withheld INTEGER NOT NULL,
+        fetched_at TEXT NOT NULL,
+        UNIQUE (peer, list, epoch)
+    );
+    CREATE TABLE screen_cache_entries (
+        cache_id INTEGER NOT NULL REFERENCES screen_cache(id) ON DELETE CASCADE,
+        tag BLOB NOT NULL,
+        sealed_label BLOB NOT NULL
+    );
+    CREATE INDEX screen_cache_entries_tag ON screen_cache_entries(cache_id, tag);
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)

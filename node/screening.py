@@ -1,0 +1,861 @@
+"""Screening (DESIGN §4) in the node: key epochs, encoded sets, answering and running queries.
+
+The math lives in `crypto.screening`; this module decides, stores and audits.
+
+Responder side
+    Each list has one current key epoch (`screen_epochs`): a 32-byte random seed from
+    which RFC 9497 DeriveKeyPair (VOPRF mode) gives (k, K), info = "blindmatch/v1
+    screening " || list || 0x00 || u64(epoch). The epoch number is the row id, never
+    reused. `current_epoch` rotates lazily when the epoch is older than the node's
+    `screen_epoch_hours`, and brings the encoded set up to date with the list: only
+    elements without an entry for the epoch are encoded (entries die with their element,
+    `ON DELETE CASCADE`), over all cores. `rotate_epoch` (also `blindmatch epoch rotate`)
+    makes a new epoch and deletes the old ones and their entries. Labels are sealed for
+    every labelled element; a peer whose policy withholds labels gets the tags only.
+    `answer_screen` charges the peer's budget of items per UTC day (`screen_usage`) and
+    audits "screen.answered" in one transaction; it records no session and no hits.
+
+Initiator side
+    `run_screen` downloads a peer's encoded set once per (epoch, list version) into
+    `screen_cache`, looks up only the tags of its own queries there (SQL, by index),
+    blinds the cached VOPRF-mode points of its list, sends batches of <= 4,096 (two in
+    flight), verifies each batch's proof under the fetched public key, opens the labels
+    of hits, and records the session, hits and "screen.query" (plus "disclosure") in one
+    transaction. A query against a rotated epoch is refused with FAILED_PRECONDITION
+    (`StaleEpoch`); the initiator fetches again once and retries.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import secrets
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from crypto import screening
+from crypto.errors import CryptoError
+from node import audit
+from node.context import NodeContext
+from node.errors import (
+    Incompatible,
+    InvalidInput,
+    LimitExceeded,
+    NodeError,
+    NotFound,
+    PeerError,
+    PolicyDenied,
+    StaleEpoch,
+)
+from node.policy import PROTOCOL_VERSION, check_purpose, peer_policy
+from node.store import Store, utc_now
+
+__all__ = [
+    "SUITE",
+    "Epoch",
+    "FetchRequest",
+    "ScreenQuery",
+    "answer_fetch",
+    "answer_screen",
+    "build_encoded_list",
+    "current_epoch",
+    "rotate_epoch",
+    "run_screen",
+]
+
+SUITE = "ristretto255-sha512"
+CHUNK_ENTRIES = 4096
+_BUILD_ROWS = 20_000  # elements per worker task when encoding
+_IN_FLIGHT = 2  # Screen batches outstanding at once
+_LOOKUP_PARAMS = 500  # tags per `IN (...)` lookup
+_build_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
+_build_locks_guard = threading.Lock()
+
+
+# -- responder: epochs and the encoded set ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """A list's key epoch: its number, seed (secret) and public key."""
+
+    id: int
+    list_id: int
+    list_name: str
+    seed: bytes
+    public_key: bytes
+    list_version: int
+    created_at: str
+
+    def key_pair(self) -> tuple[bytes, bytes]:
+        """The epoch's VOPRF key pair (k, K)."""
+        return screening.epoch_key_pair(self.seed, self.list_name, self.id)
+
+
+def _list_row(store: Store, name: str) -> tuple[int, int, str]:
+    row = store.conn.execute(
+        "SELECT id, version, kind FROM lists WHERE name = ?", (name,)
+    ).fetchone()
+    if row is None:
+        store.list_info(name)  # raises NotFound naming the lists there are
+        raise NotFound(f"no list {name!r}")
+    return int(row[0]), int(row[1]), str(row[2])
+
+
+def _epoch(store: Store, list_name: str) -> Epoch | None:
+    row = store.conn.execute(
+        """
+        SELECT e.id, e.list_id, e.seed, e.public_key, e.list_version, e.created_at
+        FROM screen_epochs e JOIN lists l ON e.list_id = l.id
+        WHERE l.name = ? ORDER BY e.id DESC LIMIT 1
+        """,
+        (list_name,),
+    ).fetchone()
+    if row is None:
+        return None
+    return Epoch(row[0], row[1], list_name, row[2], row[3], row[4], row[5])
+
+
+def rotate_epoch(
+    node: NodeContext, store: Store, list_name: str, operator: str, reason: str = "manual"
+) -> Epoch:
+    """Starts a new key epoch for a list, deleting the old ones; audits "epoch.rotated"."""
+    list_id, _, _ = _list_row(store, list_name)
+    seed = secrets.token_bytes(32)
+    now = node.now().isoformat(timespec="seconds")
+    with store.transaction() as conn:
+        old = [
+            r[0] for r in conn.execute("SELECT id FROM screen_epochs WHERE list_id = ?", (list_id,))
+        ]
+        cursor = conn.execute(
+            "INSERT INTO screen_epochs (list_id, seed, public_key, list_version, created_at) "
+            "VALUES (?, ?, ?, -1, ?)",
+            (list_id, seed, b"", now),
+        )
+        epoch_id = int(cursor.lastrowid or 0)
+        _, public_key = screening.epoch_key_pair(seed, list_name, epoch_id)
+        conn.execute("UPDATE screen_epochs SET public_key = ? WHERE id = ?", (public_key, epoch_id))
+        conn.execute("DELETE FROM screen_epochs WHERE list_id = ? AND id != ?", (list_id, epoch_id))
+        audit.append(
+            conn,
+            node.audit_key,
+            "epoch.rotated",
+            {
+                "operator": operator,
+                "list": list_name,
+                "epoch": epoch_id,
+                "previous": old[-1] if old else None,
+                "reason": reason,
+            },
+        )
+    return Epoch(epoch_id, list_id, list_name, seed, public_key, -1, now)
+
+
+def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
+    """The list's current epoch, rotated if due and with its encoded set up to date."""
+    _, version, _ = _list_row(store, list_name)
+    key = (str(node.config.node_dir), list_name)
+    with _build_locks_guard:
+        lock = _build_locks[key]
+    with lock:  # one builder per list in this process; others wait for its result
+        epoch = _epoch(store, list_name)
+        if epoch is None:
+            epoch = rotate_epoch(node, store, list_name, "node", reason="first use")
+        else:
+            age = node.now() - dt.datetime.fromisoformat(epoch.created_at)
+            if age >= dt.timedelta(hours=node.config.screen_epoch_hours):
+                epoch = rotate_epoch(node, store, list_name, "node", reason="schedule")
+        if epoch.list_version != version:
+            build_encoded_list(node, store, epoch)
+            with store.transaction() as conn:
+                conn.execute(
+                    "UPDATE screen_epochs SET list_version = ? WHERE id = ?", (version, epoch.id)
+                )
+            epoch = _epoch(store, list_name) or epoch
+    return epoch
+
+
+def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
+    """Encodes every element of the list without an entry for `epoch`; returns how many."""
+    sk, _ = epoch.key_pair()
+    cursor = store.conn.execute(
+        """
+        SELECT e.id, e.element, e.point_ristretto, r.label
+        FROM elements e JOIN records r ON e.record_id = r.id
+        LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
+        WHERE r.list_id = ? AND s.element_id IS NULL
+        """,
+        (epoch.id, epoch.list_id),
+    )
+    rows = cursor.fetchall()
+    runner = node.runner
+    step = _BUILD_ROWS
+    if runner.executor is not None:  # keep every worker busy, even on small lists
+        step = max(256, min(step, -(-len(rows) // (2 * runner.workers))))
+    pending: collections.deque[tuple[list[int], Future[tuple[bytes, list[bytes]]]]] = (
+        collections.deque()
+    )
+
+    def write(ids: list[int], result: tuple[bytes, list[bytes]]) -> None:
+        tags, sealed = result
+        with store.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO screen_entries (epoch_id, tag, element_id, sealed_label) "
+                "VALUES (?, ?, ?, ?)",
+                (
+                    (epoch.id, tags[i * 16 : i * 16 + 16], element_id, sealed[i])
+                    for i, element_id in enumerate(ids)
+                ),
+            )
+
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        ids = [r[0] for r in part]
+        future = runner.submit(
+            screening.encode_entries,
+            sk,
+            [r[1] for r in part],
+            b"".join(r[2] for r in part),
+            [r[3] for r in part],
+        )
+        pending.append((ids, future))
+        while len(pending) > 2 * runner.workers:
+            write(*_popped(pending))
+    while pending:
+        write(*_popped(pending))
+    return len(rows)
+
+
+def _popped(
+    pending: collections.deque[tuple[list[int], Future[tuple[bytes, list[bytes]]]]],
+) -> tuple[list[int], tuple[bytes, list[bytes]]]:
+    ids, future = pending.popleft()
+    return ids, future.result()
+
+
+# -- responder: answering peers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """A peer's request for an encoded list, decoded from the wire."""
+
+    protocol_version: int
+    list: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class ScreenQuery:
+    """One batch of a peer's screening query, decoded from the wire."""
+
+    protocol_version: int
+    session_id: str
+    list: str
+    epoch: int
+    list_version: int
+    purpose: str
+    blinded: bytes
+
+
+@dataclass(frozen=True)
+class EncodedList:
+    """What a fetch returns: the epoch header and the entries, chunked."""
+
+    epoch: int
+    public_key: bytes
+    list_version: int
+    list_kind: str
+    total: int
+    chunks: Iterator[tuple[bytes, list[bytes]]]
+
+
+def _authorize(node: NodeContext, peer: str, version: int, list_name: str, purpose: str) -> Any:
+    config = node.config
+    policy = peer_policy(config, peer)
+    if version != PROTOCOL_VERSION:
+        raise Incompatible(
+            f"protocol version {version} is not supported; {config.agency} speaks version "
+            f"{PROTOCOL_VERSION}: upgrade the older node"
+        )
+    check_purpose(purpose)
+    if not policy.allows_mode("screen"):
+        raise PolicyDenied(
+            f"{config.agency} does not allow {peer} 'screen' queries "
+            f"(allowed: {', '.join(sorted(policy.modes)) or 'none'})"
+        )
+    if not policy.allows_list(list_name):
+        raise PolicyDenied(f"{config.agency} does not allow {peer} to screen list {list_name!r}")
+    return policy
+
+
+def _refused(node: NodeContext, store: Store, event: str, fields: dict[str, object]) -> None:
+    try:
+        with store.transaction() as conn:
+            audit.append(conn, node.audit_key, event, fields)
+    except Exception:  # the refusal itself matters more than its audit entry
+        pass
+
+
+def answer_fetch(node: NodeContext, store: Store, peer: str, request: FetchRequest) -> EncodedList:
+    """Authorises a fetch, brings the epoch up to date and returns the encoded list."""
+    fields: dict[str, object] = {
+        "operator": f"peer:{peer}",
+        "peer": peer,
+        "list": request.list,
+        "purpose": request.purpose,
+    }
+    try:
+        policy = _authorize(node, peer, request.protocol_version, request.list, request.purpose)
+        epoch = current_epoch(node, store, request.list)
+        _, _, kind = _list_row(store, request.list)
+    except Exception as exc:
+        _refused(node, store, "screen.refused", {**fields, "reason": type(exc).__name__})
+        raise
+    total, labelled = store.conn.execute(
+        "SELECT count(*), coalesce(sum(length(sealed_label) > 0), 0) FROM screen_entries "
+        "WHERE epoch_id = ?",
+        (epoch.id,),
+    ).fetchone()
+    released = int(labelled) if policy.release_labels else 0
+    with store.transaction() as conn:
+        audit.append(
+            conn,
+            node.audit_key,
+            "screen.fetched",
+            {**fields, "epoch": epoch.id, "entries": int(total), "labels_withheld": not released},
+        )
+        if released:
+            audit.append(
+                conn,
+                node.audit_key,
+                "disclosure",
+                {**fields, "epoch": epoch.id, "sealed_labels": released},
+            )
+    return EncodedList(
+        epoch=epoch.id,
+        public_key=epoch.public_key,
+        list_version=epoch.list_version,
+        list_kind=kind,
+        total=int(total),
+        chunks=_entry_chunks(store, epoch.id, policy.release_labels),
+    )
+
+
+def _entry_chunks(store: Store, epoch_id: int, labels: bool) -> Iterator[tuple[bytes, list[bytes]]]:
+    cursor = store.conn.execute(
+        "SELECT tag, sealed_label FROM screen_entries WHERE epoch_id = ? ORDER BY tag, element_id",
+        (epoch_id,),
+    )
+    while rows := cursor.fetchmany(CHUNK_ENTRIES):
+        yield b"".join(r[0] for r in rows), [r[1] for r in rows] if labels else []
+
+
+def next_utc_midnight(now: dt.datetime) -> dt.datetime:
+    """When a daily budget resets: the next 00:00 UTC after `now`."""
+    day = now.astimezone(dt.UTC).date() + dt.timedelta(days=1)
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _used(store: Store, peer: str, day: str) -> int:
+    row = store.conn.execute(
+        "SELECT items FROM screen_usage WHERE peer = ? AND day = ?", (peer, day)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _over_budget(
+    node: NodeContext, peer: str, budget: int, used: int, asked: int, now: dt.datetime
+) -> LimitExceeded:
+    reset = next_utc_midnight(now).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return LimitExceeded(
+        f"{peer}'s screening budget with {node.config.agency} is {budget:,} items per UTC day; "
+        f"{used:,} used today and this batch asks for {asked:,}; it resets at {reset} "
+        "(next midnight UTC)"
+    )
+
+
+def answer_screen(
+    node: NodeContext, store: Store, peer: str, query: ScreenQuery
+) -> tuple[bytes, bytes]:
+    """Evaluates one batch for `peer` under the current epoch: (packed Es, proof)."""
+    count = len(query.blinded) // 32
+    fields: dict[str, object] = {
+        "operator": f"peer:{peer}",
+        "peer": peer,
+        "session_id": query.session_id,
+        "list": query.list,
+        "epoch": query.epoch,
+        "batch_size": count,
+        "purpose": query.purpose,
+    }
+    now = node.now()
+    day = now.astimezone(dt.UTC).date().isoformat()
+    try:
+        policy = _authorize(node, peer, query.protocol_version, query.list, query.purpose)
+        if len(query.blinded) % 32 or not 0 < count <= screening.MAX_BATCH:
+            raise InvalidInput(
+                f"a screening batch holds 1 to {screening.MAX_BATCH:,} packed 32-byte elements"
+            )
+        epoch = current_epoch(node, store, query.list)
+        if query.epoch != epoch.id:
+            raise StaleEpoch(
+                f"epoch {query.epoch} has rotated; fetch the encoded list again "
+                f"(list {query.list!r} is at epoch {epoch.id})"
+            )
+        if query.list_version != epoch.list_version:
+            raise StaleEpoch(
+                f"list {query.list!r} changed since the encoded list was fetched (version "
+                f"{query.list_version}, now {epoch.list_version}); fetch the encoded list again"
+            )
+        budget = policy.screen_budget_per_day
+        used = _used(store, peer, day)
+        if used + count > budget:  # checked before the work, and again when charging
+            raise _over_budget(node, peer, budget, used, count, now)
+        sk, pk = epoch.key_pair()
+        evaluated, proof = screening.blind_evaluate(sk, pk, query.blinded, node.runner)
+        with store.transaction() as conn:
+            used = _used(store, peer, day)
+            if used + count > budget:
+                raise _over_budget(node, peer, budget, used, count, now)
+            conn.execute(
+                "INSERT INTO screen_usage (peer, day, items) VALUES (?, ?, ?) "
+                "ON CONFLICT (peer, day) DO UPDATE SET items = items + excluded.items",
+                (peer, day, count),
+            )
+            audit.append(conn, node.audit_key, "screen.answered", fields)
+    except Exception as exc:
+        _refused(node, store, "screen.refused", {**fields, "reason": type(exc).__name__})
+        raise
+    return evaluated, proof
+
+
+# -- initiator ----------------------------------------------------------------------------------
+
+
+class Transport(Protocol):
+    """How an initiator reaches a responder's screening service (gRPC, or in-process)."""
+
+    def fetch(self, request: FetchRequest) -> EncodedList:
+        """Fetches the encoded list; raises PeerError (or StaleEpoch) on refusal."""
+        ...
+
+    def screen(self, query: ScreenQuery) -> Callable[[], tuple[bytes, bytes]]:
+        """Starts one batch; the returned callable waits for (packed Es, proof)."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Cached:
+    id: int
+    epoch: int
+    list_version: int
+    public_key: bytes
+    entries: int
+
+
+def _cached(store: Store, peer: str, list_name: str) -> _Cached | None:
+    row = store.conn.execute(
+        "SELECT id, epoch, list_version, public_key, entries FROM screen_cache "
+        "WHERE peer = ? AND list = ? ORDER BY epoch DESC, id DESC LIMIT 1",
+        (peer, list_name),
+    ).fetchone()
+    return None if row is None else _Cached(*row)
+
+
+def _fetch_into_cache(
+    store: Store, transport: Transport, peer: str, list_name: str, purpose: str
+) -> _Cached:
+    encoded = transport.fetch(FetchRequest(PROTOCOL_VERSION, list_name, purpose))
+    if len(encoded.public_key) != 32:
+        raise PeerError(f"peer {peer} sent an encoded list without a valid public key")
+    with store.transaction() as conn:
+        conn.execute("DELETE FROM screen_cache WHERE peer = ? AND list = ?", (peer, list_name))
+        cursor = conn.execute(
+            "INSERT INTO screen_cache (peer, list, epoch, list_version, public_key, list_kind, "
+            "entries, labels_withheld, fetched_at) VALUES (?, ?, ?, ?, ?, ?, 0, 1, ?)",
+            (
+                peer,
+                list_name,
+                encoded.epoch,
+                encoded.list_version,
+                encoded.public_key,
+                encoded.list_kind,
+                utc_now(),
+            ),
+        )
+        cache_id = int(cursor.lastrowid or 0)
+        entries = 0
+        labelled = False
+        for tags, sealed in encoded.chunks:
+            count = len(tags) // 16
+            if len(tags) % 16 or (sealed and len(sealed) != count):
+                raise PeerError(f"peer {peer} sent a malformed encoded-list chunk")
+            labelled = labelled or bool(sealed)
+            conn.executemany(
+                "INSERT INTO screen_cache_entries (cache_id, tag, sealed_label) VALUES (?, ?, ?)",
+                (
+                    (cache_id, tags[i * 16 : i * 16 + 16], sealed[i] if sealed else b"")
+                    for i in range(count)
+                ),
+            )
+            entries += count
+        if entries != encoded.total:
+            raise PeerError(
+                f"peer {peer} announced {encoded.total:,} encoded entries but sent {entries:,}"
+            )
+        conn.execute(
+            "UPDATE screen_cache SET entries = ?, labels_withheld = ? WHERE id = ?",
+            (entries, int(not labelled), cache_id),
+        )
+    return _Cached(cache_id, encoded.epoch, encoded.list_version, encoded.public_key, entries)
+
+
+def _lookup(store: Store, cache_id: int, tags: Sequence[bytes]) -> dict[bytes, list[bytes]]:
+    """The cached entries (sealed labels, in fetch order) of the given tags."""
+    found: dict[bytes, list[bytes]] = {}
+    unique = list(dict.fromkeys(tags))
+    for start in range(0, len(unique), _LOOKUP_PARAMS):
+        part = unique[start : start + _LOOKUP_PARAMS]
+        rows = store.conn.execute(
+            "SELECT tag, sealed_label FROM screen_cache_entries "
+            f"WHERE cache_id = ? AND tag IN ({','.join('?' * len(part))}) ORDER BY rowid",
+            (cache_id, *part),
+        ).fetchall()
+        for tag, sealed in rows:
+            found.setdefault(tag, []).append(sealed)
+    return found
+
+
+@dataclass(frozen=True)
+class _Own:
+    """The initiator's list: distinct elements to query, and the rows behind each."""
+
+    elements: list[bytes]
+    points: bytes
+    rows: list[list[tuple[str, str]]]  # per distinct element: (ref, type) of each record
+
+
+def _own_list(store: Store, list_name: str) -> _Own:
+    list_id, _, _ = _list_row(store, list_name)
+    index: dict[bytes, int] = {}
+    elements: list[bytes] = []
+    points: list[bytes] = []
+    rows: list[list[tuple[str, str]]] = []
+    for element, point, ref, type_ in store.conn.execute(
+        "SELECT e.element, e.point_ristretto, r.ref, e.type FROM elements e "
+        "JOIN records r ON e.record_id = r.id WHERE r.list_id = ? ORDER BY e.id",
+        (list_id,),
+    ):
+        i = index.get(element)
+        if i is None:
+            i = index[element] = len(elements)
+            elements.append(element)
+            points.append(point)
+            rows.append([])
+        rows[i].append((ref, type_))
+    return _Own(elements, b"".join(points), rows)
+
+
+def _query(
+    node: NodeContext,
+    store: Store,
+    transport: Transport,
+    peer: str,
+    peer_list: str,
+    purpose: str,
+    session_id: str,
+    cached: _Cached,
+    own: _Own,
+    blinds: bytes,
+    blinded: bytes,
+) -> dict[int, list[str]]:
+    """Runs every batch against `cached`'s epoch; returns the hits' labels by element index."""
+    hits: dict[int, list[str]] = {}
+    count = len(own.elements)
+    step = screening.MAX_BATCH
+    batches = [(a, min(a + step, count)) for a in range(0, count, step)]
+    in_flight: collections.deque[tuple[int, int, Callable[[], tuple[bytes, bytes]]]] = (
+        collections.deque()
+    )
+
+    def start(a: int, b: int) -> None:
+        query = ScreenQuery(
+            PROTOCOL_VERSION,
+            session_id,
+            peer_list,
+            cached.epoch,
+            cached.list_version,
+            purpose,
+            blinded[a * 32 : b * 32],
+        )
+        in_flight.append((a, b, transport.screen(query)))
+
+    pending = collections.deque(batches)
+    while pending or in_flight:
+        while pending and len(in_flight) < _IN_FLIGHT:
+            start(*pending.popleft())
+        a, b, wait = in_flight.popleft()
+        evaluated, proof = wait()
+        try:
+            outputs = screening.verify_and_finalize(
+                cached.public_key,
+                own.elements[a:b],
+                blinds[a * 32 : b * 32],
+                blinded[a * 32 : b * 32],
+                evaluated,
+                proof,
+                node.runner,
+            )
+        except CryptoError as exc:
+            raise PeerError(
+                f"proof does not verify: peer {peer} evaluated under a different key than "
+                f"the one it published for epoch {cached.epoch}, or the answer was altered "
+                f"({exc})"
+            ) from None
+        tags = [screening.tag_of(o) for o in outputs]
+        found = _lookup(store, cached.id, tags)
+        for i, (output, tag) in enumerate(zip(outputs, tags, strict=True)):
+            entries = found.get(tag)
+            if entries is None:
+                continue
+            try:
+                labels = [screening.open_label(output, s) for s in entries if s]
+            except CryptoError:
+                raise PeerError(
+                    f"a sealed label from peer {peer} does not open under its entry's key; "
+                    "fetch the encoded list again"
+                ) from None
+            hits[a + i] = labels
+    return hits
+
+
+def run_screen(
+    node: NodeContext,
+    peer: str,
+    list_name: str,
+    peer_list: str,
+    purpose: str,
+    operator: str,
+    transport: Transport,
+) -> Any:
+    """Screens this node's list against a peer's encoded list; records and returns a MatchResult."""
+    from node.client import MatchResult
+
+    if peer not in node.config.peers:
+        raise NotFound(
+            f"no peer {peer!r} in {node.config.config_path}; add it with "
+            f"'blindmatch peer add NODE_DIR --agency {peer} --address HOST:PORT'"
+        )
+    check_purpose(purpose)
+    store = node.open_store()
+    try:
+        own = _own_list(store, list_name)
+        session_id = secrets.token_hex(16)
+        fields: dict[str, object] = {
+            "operator": operator,
+            "peer": peer,
+            "session_id": session_id,
+            "purpose": purpose,
+            "list": list_name,
+            "peer_list": peer_list,
+            "mode": "screen",
+            "suite": SUITE,
+            "set_size": len(own.elements),
+        }
+        with store.transaction():
+            store.record_session(
+                session_id, peer, "initiator", "screen", SUITE, list_name, purpose,
+                peer_list=peer_list, local_count=len(own.elements),
+            )  # fmt: skip
+        try:
+            cached = _cached(store, peer, peer_list)
+            fetches = 0
+            if cached is None:
+                cached = _fetch_into_cache(store, transport, peer, peer_list, purpose)
+                fetches += 1
+            hits: dict[int, list[str]] = {}
+            if own.elements:
+                blinds, blinded = screening.blind(own.points, node.runner)
+                while True:
+                    try:
+                        hits = _query(
+                            node, store, transport, peer, peer_list, purpose, session_id,
+                            cached, own, blinds, blinded,
+                        )  # fmt: skip
+                        break
+                    except StaleEpoch:
+                        if fetches:
+                            raise
+                        cached = _fetch_into_cache(store, transport, peer, peer_list, purpose)
+                        fetches += 1
+        except (NodeError, CryptoError) as exc:
+            with store.transaction() as conn:
+                store.finish_session(session_id, "failed")
+                audit.append(
+                    conn, node.audit_key, "session.failed", {**fields, "reason": type(exc).__name__}
+                )
+            if isinstance(exc, StaleEpoch):
+                raise PeerError(f"peer {peer} refused the query: {exc}") from None
+            raise
+        matches = [
+            {"ref": ref, "type": type_, "peer_label": "; ".join(dict.fromkeys(labels)) or None}
+            for i, labels in sorted(hits.items())
+            for ref, type_ in own.rows[i]
+        ]
+        labels_opened = sum(len(labels) for labels in hits.values())
+        with store.transaction() as conn:
+            store.finish_session(session_id, "completed", len(hits), peer_count=cached.entries)
+            store.add_hits(session_id, peer, "initiator", matches)
+            audit.append(
+                conn,
+                node.audit_key,
+                "screen.query",
+                {
+                    **fields,
+                    "epoch": cached.epoch,
+                    "batch_size": len(own.elements),
+                    "fetches": fetches,
+                    "peer_set_size": cached.entries,
+                    "match_count": len(hits),
+                    "hits": len(matches),
+                },
+            )
+            if labels_opened:
+                audit.append(
+                    conn,
+                    node.audit_key,
+                    "disclosure",
+                    {
+                        "operator": operator,
+                        "peer": peer,
+                        "session_id": session_id,
+                        "list": list_name,
+                        "direction": "received",
+                        "labels": labels_opened,
+                    },
+                )
+        return MatchResult(
+            session_id=session_id,
+            peer=peer,
+            mode="screen",
+            suite=SUITE,
+            local_count=len(own.elements),
+            peer_count=cached.entries,
+            match_count=len(hits),
+            matches=matches,
+        )
+    finally:
+        store.close()
+
+
+class GrpcTransport:
+    """The screening calls over an mTLS channel to `peer` (node.client.open_channel)."""
+
+    def __init__(self, node: NodeContext, peer: str, timeout: float = 600.0) -> None:
+        from node.client import open_channel
+        from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
+
+        self.peer = peer
+        self.timeout = timeout
+        self.channel = open_channel(node.config, peer, node.config.peer(peer).address)
+        self.stub = pb_grpc.MatchingStub(self.channel)
+
+    def close(self) -> None:
+        """Closes the channel."""
+        self.channel.close()
+
+    def _error(self, exc: Exception) -> Exception:
+        import grpc
+
+        from node.status import error_from_rpc
+
+        if not isinstance(exc, grpc.RpcError):
+            return exc
+        if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.FAILED_PRECONDITION:
+            detail = exc.details() or ""
+            if "fetch the encoded list again" in detail:
+                return StaleEpoch(detail)
+        return error_from_rpc(exc, self.peer)
+
+    def fetch(self, request: FetchRequest) -> EncodedList:
+        from node.generated.blindmatch.v1 import matching_pb2 as pb
+
+        message = pb.FetchEncodedListRequest(
+            protocol_version=request.protocol_version, list=request.list, purpose=request.purpose
+        )
+        stream = self.stub.FetchEncodedList(message, timeout=self.timeout)
+        try:
+            first = next(stream)
+        except Exception as exc:
+            raise self._error(exc) from None
+
+        def chunks() -> Iterator[tuple[bytes, list[bytes]]]:
+            chunk = first
+            try:
+                while True:
+                    yield chunk.tags, list(chunk.sealed_labels)
+                    chunk = next(stream)
+            except StopIteration:
+                return
+            except Exception as exc:
+                raise self._error(exc) from None
+
+        return EncodedList(
+            epoch=first.epoch,
+            public_key=first.public_key,
+            list_version=first.list_version,
+            list_kind=first.list_kind or "watchlist",
+            total=first.total,
+            chunks=chunks(),
+        )
+
+    def screen(self, query: ScreenQuery) -> Callable[[], tuple[bytes, bytes]]:
+        from node.generated.blindmatch.v1 import matching_pb2 as pb
+
+        message = pb.ScreenRequest(
+            protocol_version=query.protocol_version,
+            session_id=query.session_id,
+            list=query.list,
+            epoch=query.epoch,
+            list_version=query.list_version,
+            purpose=query.purpose,
+            blinded=query.blinded,
+        )
+        future = self.stub.Screen.future(message, timeout=self.timeout)
+
+        def wait() -> tuple[bytes, bytes]:
+            try:
+                response = future.result()
+            except Exception as exc:
+                raise self._error(exc) from None
+            return response.evaluated, response.proof
+
+        return wait
+
+
+class LocalTransport:
+    """Calls a responder node's screening service in-process (benchmarks and tests)."""
+
+    def __init__(self, responder: NodeContext, as_peer: str) -> None:
+        self.responder = responder
+        self.as_peer = as_peer
+
+    def fetch(self, request: FetchRequest) -> EncodedList:
+        store = self.responder.open_store()
+        encoded = answer_fetch(self.responder, store, self.as_peer, request)
+        chunks = list(encoded.chunks)
+        store.close()
+        return dataclasses.replace(encoded, chunks=iter(chunks))
+
+    def screen(self, query: ScreenQuery) -> Callable[[], tuple[bytes, bytes]]:
+        store = self.responder.open_store()
+        try:
+            result = answer_screen(self.responder, store, self.as_peer, query)
+        finally:
+            store.close()
+        return lambda: result

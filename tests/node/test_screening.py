@@ -1,0 +1,300 @@
+"""Screening (`match --mode screen`): end to end over real `blindmatch serve` processes and mTLS,
+and in-process for budgets, staleness and tampering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+
+from crypto.batch import BatchRunner
+from node import audit
+from node.config import NodeConfig, PeerPolicy, write_config
+from node.context import NodeContext
+from node.errors import LimitExceeded, PeerError, PolicyDenied
+from node.ingest import ingest_file
+from node.screening import LocalTransport, current_epoch, rotate_epoch, run_screen
+from tests.conftest import BLINDMATCH, MakeNode
+
+RESPONDER_LIST = """ref,passport,email,label
+P-1,NLD:AB1234567,a@example.org,Case 1: contact police ops
+P-2,NLD:CD7654321,,
+P-3,,shared@example.org,Case 3
+P-4,BEL:ZZ0000001,b@example.org,Case 4
+P-5,NLD:AB1234567,,Case 5 (same passport as P-1)
+"""
+INITIATOR_LIST = """ref,passport,email,label
+C-1,NLD:AB1234567,nobody@example.org,customs seizure 1
+C-2,NLD:CD7654321,shared@example.org,
+C-3,FRA:XX9999999,c@example.org,
+C-4,,b@example.org,customs seizure 4
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Federation:
+    """Two nodes made with the CLI, served as real processes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: list[subprocess.Popen[str]] = []
+        self.cli("ca", "init", root / "ca")
+        self.ports = {"customs-nl": _free_port(), "police-nl": _free_port()}
+        for agency, port in self.ports.items():
+            self.cli("init", root / agency, "--agency", agency, "--listen",
+                     f"127.0.0.1:{port}", "--ca", root / "ca", "--region", "NL")  # fmt: skip
+        for agency, peer in (("customs-nl", "police-nl"), ("police-nl", "customs-nl")):
+            self.cli("peer", "add", root / agency, "--agency", peer, "--address",
+                     f"127.0.0.1:{self.ports[peer]}", "--modes", "mutual,count,screen",
+                     "--release-labels")  # fmt: skip
+        (root / "r.csv").write_text(RESPONDER_LIST)
+        (root / "i.csv").write_text(INITIATOR_LIST)
+        self.cli("ingest", root / "police-nl", "--list", "wl", root / "r.csv")
+        self.cli("ingest", root / "customs-nl", "--list", "manifest", root / "i.csv")
+
+    def cli(self, *args: object) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*BLINDMATCH, *map(str, args)], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, f"blindmatch {args} failed: {proc.stderr}"
+        return proc
+
+    def serve(self, agency: str) -> None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", "serve", str(self.root / agency)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.servers.append(proc)
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert "serving on" in line, line + (proc.stderr.read() if proc.stderr else "")
+
+    def match(self, mode: str) -> dict[str, Any]:
+        proc = self.cli("match", self.root / "customs-nl", "--peer", "police-nl", "--list",
+                        "manifest", "--peer-list", "wl", "--mode", mode, "--purpose",
+                        "manifest screening test", "--json")  # fmt: skip
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    def hits(self, agency: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = json.loads(
+            self.cli("hits", self.root / agency, "--json").stdout
+        )
+        return result
+
+    def stop(self) -> None:
+        for proc in self.servers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.servers:
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+
+
+def _audit_events(node_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    conn = sqlite3.connect(node_dir / "store.sqlite")
+    try:
+        return [(e, json.loads(b)) for e, b in conn.execute("SELECT event, body FROM audit")]
+    finally:
+        conn.close()
+
+
+def _key(match: dict[str, Any]) -> tuple[str, str, str | None]:
+    return (match["ref"], match["type"], match["peer_label"])
+
+
+def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: Path) -> None:
+    fed = Federation(tmp_path)
+    try:
+        fed.serve("police-nl")
+        mutual = fed.match("mutual")
+        police_hits_after_mutual = len(fed.hits("police-nl"))
+        screen = fed.match("screen")
+        assert screen["mode"] == "screen" and screen["suite"] == "ristretto255-sha512"
+        assert sorted(map(_key, screen["matches"])) == sorted(map(_key, mutual["matches"]))
+        assert screen["match_count"] == mutual["match_count"] == 4
+        assert screen["local_count"] == mutual["local_count"]
+        assert screen["peer_count"] == 7  # encoded entries: one per stored element
+        assert any(m["peer_label"] == "Case 1: contact police ops; Case 5 (same passport as P-1)"
+                   for m in screen["matches"])  # fmt: skip
+        # The responder records no hits for screening, the initiator records them.
+        assert len(fed.hits("police-nl")) == police_hits_after_mutual
+        mine = [h for h in fed.hits("customs-nl") if h["session_id"] == screen["session_id"]]
+        assert len(mine) == len(screen["matches"])
+
+        def fetched() -> list[int]:
+            return [b["epoch"] for e, b in _audit_events(tmp_path / "police-nl")
+                    if e == "screen.fetched"]  # fmt: skip
+
+        first = fetched()
+        assert len(first) == 1
+        fed.match("screen")  # cached: no second fetch
+        assert fetched() == first
+        fed.cli("epoch", "rotate", tmp_path / "police-nl", "--list", "wl")
+        again = fed.match("screen")
+        assert sorted(map(_key, again["matches"])) == sorted(map(_key, mutual["matches"]))
+        assert len(fetched()) == 2 and fetched()[1] > first[0]
+        queries = [b for e, b in _audit_events(tmp_path / "customs-nl") if e == "screen.query"]
+        assert [q["fetches"] for q in queries] == [1, 0, 1]
+        assert queries[-1]["epoch"] == fetched()[1]
+        conn = sqlite3.connect(tmp_path / "customs-nl" / "store.sqlite")
+        assert conn.execute("SELECT epoch FROM screen_cache").fetchall() == [(fetched()[1],)]
+        conn.close()
+        answered = [b for e, b in _audit_events(tmp_path / "police-nl") if e == "screen.answered"]
+        assert len(answered) == 3 and all(a["batch_size"] == 7 for a in answered)
+        assert all("element" not in json.dumps(a) for a in answered)
+    finally:
+        fed.stop()
+    for agency in ("police-nl", "customs-nl"):
+        fed.cli("audit", "verify", tmp_path / agency)
+
+
+# -- in-process: a responder and an initiator context over LocalTransport --------------------
+
+
+@pytest.fixture
+def pair(make_node: MakeNode, tmp_path: Path) -> tuple[NodeContext, NodeContext]:
+    police = make_node("police-nl", "127.0.0.1:50052")
+    customs = make_node("customs-nl", "127.0.0.1:50051")
+    police = dataclasses.replace(
+        police,
+        peers=MappingProxyType(
+            {
+                "customs-nl": PeerPolicy(
+                    "customs-nl",
+                    "127.0.0.1:50051",
+                    modes=frozenset({"screen"}),
+                    screen_budget_per_day=10,
+                )
+            }
+        ),  # fmt: skip
+    )
+    write_config(police)
+    customs = dataclasses.replace(
+        customs,
+        peers=MappingProxyType({"police-nl": PeerPolicy("police-nl", "127.0.0.1:50052")}),
+    )
+    write_config(customs)
+    (tmp_path / "r.csv").write_text(RESPONDER_LIST)
+    (tmp_path / "i.csv").write_text(INITIATOR_LIST)
+    contexts = []
+    for config, name, path in ((police, "wl", "r.csv"), (customs, "manifest", "i.csv")):
+        node = NodeContext.load(config.node_dir, BatchRunner())
+        with node.open_store() as store:
+            ingest_file(store, tmp_path / path, name, config.canon_context(),
+                        node.audit_key, executor=None)  # fmt: skip
+        contexts.append(node)
+    return contexts[0], contexts[1]
+
+
+def _screen(police: NodeContext, customs: NodeContext, transport: Any = None) -> Any:
+    return run_screen(customs, "police-nl", "manifest", "wl", "test", "op",
+                      transport or LocalTransport(police, "customs-nl"))  # fmt: skip
+
+
+def test_budget_exhausted_is_refused_with_reset_time(pair: Any) -> None:
+    police, customs = pair
+    result = _screen(police, customs)  # 7 items of a budget of 10
+    assert result.match_count == 4
+    with pytest.raises(LimitExceeded, match=r"resets at \d{4}-\d\d-\d\dT00:00:00Z"):
+        _screen(police, customs)
+    refused = [b for e, b in _audit_events(police.config.node_dir) if e == "screen.refused"]
+    assert refused[-1]["reason"] == "LimitExceeded"
+
+
+def test_labels_withheld_by_policy(pair: Any) -> None:
+    police, customs = pair
+    result = _screen(police, customs)
+    assert result.match_count == 4 and all(m["peer_label"] is None for m in result.matches)
+
+
+def test_mode_not_allowed_is_denied(pair: Any) -> None:
+    police, customs = pair
+    policy = dataclasses.replace(police.config.peers["customs-nl"], modes=frozenset({"mutual"}))
+    police.config = dataclasses.replace(
+        police.config, peers=MappingProxyType({"customs-nl": policy})
+    )
+    with pytest.raises(PolicyDenied, match="'screen'"):
+        _screen(police, customs)
+
+
+def test_list_change_and_rotation_refetch_and_incremental_build(pair: Any, tmp_path: Path) -> None:
+    police, customs = pair
+    policy = dataclasses.replace(police.config.peers["customs-nl"], screen_budget_per_day=1000)
+    police.config = dataclasses.replace(
+        police.config, peers=MappingProxyType({"customs-nl": policy})
+    )
+    first = _screen(police, customs)
+    with police.open_store() as store:
+        epoch = current_epoch(police, store, "wl")
+        (tmp_path / "more.csv").write_text("ref,email\nP-9,c@example.org\n")
+        ingest_file(store, tmp_path / "more.csv", "wl", police.config.canon_context(),
+                    police.audit_key, executor=None)  # fmt: skip
+        assert current_epoch(police, store, "wl").id == epoch.id  # same epoch, one more entry
+        assert store.conn.execute("SELECT count(*) FROM screen_entries").fetchone()[0] == 8
+    second = _screen(police, customs)  # the list changed: refused as stale, fetched again
+    assert second.match_count == first.match_count + 1
+    with police.open_store() as store:
+        rotated = rotate_epoch(police, store, "wl", "op")
+        assert rotated.id > epoch.id
+        assert store.conn.execute(
+            "SELECT count(*) FROM screen_entries WHERE epoch_id = ?", (epoch.id,)
+        ).fetchone() == (0,)
+    third = _screen(police, customs)
+    assert third.match_count == second.match_count
+    fetches = [b["fetches"] for e, b in _audit_events(customs.config.node_dir)
+               if e == "screen.query"]  # fmt: skip
+    assert fetches == [1, 1, 1]
+    # The schedule rotates lazily too.
+    police.config = dataclasses.replace(police.config, screen_epoch_hours=1)
+    later = police.now() + __import__("datetime").timedelta(hours=2)
+    police.now = lambda: later
+    with police.open_store() as store:
+        assert current_epoch(police, store, "wl").id > rotated.id
+
+
+class _Tampering(LocalTransport):
+    def screen(self, query: Any) -> Any:
+        wait = super().screen(query)
+        evaluated, proof = wait()
+        return lambda: (evaluated, proof[:32] + bytes([proof[32] ^ 1]) + proof[33:])
+
+
+def test_tampered_proof_fails_the_query(pair: Any) -> None:
+    police, customs = pair
+    with pytest.raises(PeerError, match="proof does not verify: peer police-nl"):
+        _screen(police, customs, _Tampering(police, "customs-nl"))
+    with customs.open_store() as store:
+        assert store.hits() == []
+        assert store.sessions()[-1]["status"] == "failed"
+
+
+def test_epoch_schedule_in_config_is_validated(node: NodeConfig) -> None:
+    from node.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="screen_epoch_hours"):
+        dataclasses.replace(node, screen_epoch_hours=0)
+    assert NodeConfig.load(node.node_dir).screen_epoch_hours == 168
+
+
+_ = audit
