@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -133,7 +134,7 @@ class MatchingServicer(pb_grpc.MatchingServicer):
                 _peer_agency(context),
                 screening.FetchRequest(request.protocol_version, request.list, request.purpose),
             )
-            header = {
+            header: dict[str, Any] = {
                 "epoch": encoded.epoch,
                 "public_key": encoded.public_key,
                 "list_version": encoded.list_version,
