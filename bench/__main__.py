@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SECTIONS = ["psi", "ingest", "screening", "federation"]
+SECTIONS = ["psi", "ingest", "screening", "federation", "load"]
 
 
 def main(argv: list[str]) -> None:
