@@ -23,8 +23,8 @@ Environment (scenario weights are relative; 0 turns a scenario off):
     LOAD_SET_SIZE         elements per session (default 1000)
     LOAD_WEIGHT_MUTUAL    weight of mutual sessions (default 3)
     LOAD_WEIGHT_COUNT     weight of count sessions (default 1)
-    LOAD_WEIGHT_SCREEN    weight of screening queries (default 0; not available
-                          until node.screening exists — a positive weight is then an error)
+    LOAD_WEIGHT_SCREEN    weight of screening queries (default 0; not available yet:
+                          no screening user is written, so a positive weight is an error)
     LOAD_EXPECT_MATCHES   expected match count per session (optional check)
     LOAD_TIMEOUT          seconds per session (default 120)
 """
@@ -35,7 +35,6 @@ from grpc.experimental import gevent as grpc_gevent
 
 grpc_gevent.init_gevent()  # before any gRPC object exists in this process
 
-import importlib.util  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
@@ -72,8 +71,8 @@ PEER_LIST = os.environ.get("LOAD_PEER_LIST", LIST)
 TIMEOUT = float(_env_int("LOAD_TIMEOUT", 120))
 EXPECT_MATCHES = os.environ.get("LOAD_EXPECT_MATCHES", "").strip()
 
-if WEIGHTS["screen"] > 0 and importlib.util.find_spec("node.screening") is None:
-    raise SystemExit("LOAD_WEIGHT_SCREEN > 0, but this node has no screening yet (node.screening)")
+if WEIGHTS["screen"] > 0:
+    raise SystemExit("LOAD_WEIGHT_SCREEN > 0, but the load test has no screening user yet")
 
 
 def _load_generator() -> tuple[NodeConfig, ListPoints]:
