@@ -2,8 +2,8 @@
 
 From the examples in `config/` (node.toml and a messy sample list per agency)
 it creates a federation CA and three nodes in a temporary directory, starts
-each with `blindmatch serve`, runs mutual and count sessions between them with
-`blindmatch match`, prints who matched what, shows a refusal, verifies every
+each with `blindmatch serve`, runs mutual, screening and count sessions between
+them with `blindmatch match`, prints who matched what, shows a refusal, verifies every
 audit log and stops the nodes by their process id.
 """
 
@@ -147,7 +147,7 @@ def session(
         f"   {outcome['local_count']} elements against {outcome['peer_count']}: "
         f"{outcome['match_count']} shared"
     )
-    if mode != "mutual":
+    if mode == "count":
         print("   (count mode: neither side learns which)")
         return
     print(f"\n   {initiator} sees:")
@@ -159,6 +159,9 @@ def session(
             )
         )
     )
+    if mode == "screen":
+        print(f"\n   {responder} learns only the batch size and records no hits.")
+        return
     hits = json.loads(blindmatch("hits", str(nodes[responder]), "--json").stdout)
     mine = [h for h in hits if h["session_id"] == outcome["session_id"]]
     print(f"\n   {responder} sees:")
@@ -200,6 +203,13 @@ def main() -> int:
                 "border-guard-be",
                 "mutual",
                 "reciprocal watchlist check, seizure subjects",
+            )
+            session(
+                nodes,
+                "customs-nl",
+                "police-nl",
+                "screen",
+                "screening seizure subjects against the police watchlist",
             )
             session(
                 nodes,
