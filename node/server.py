@@ -85,11 +85,7 @@ class MatchingServicer(pb_grpc.MatchingServicer):
         except Exception as exc:
             if session is not None:
                 _quietly(session.fail, exc)
-            code = status_code(exc)
-            if code is None:
-                log.exception("session failed unexpectedly")
-                context.abort(grpc.StatusCode.INTERNAL, "internal error; see the responder's log")
-            context.abort(code, str(exc))
+            _abort(context, exc)
         finally:
             store.close()
 
@@ -178,10 +174,10 @@ class MatchingServicer(pb_grpc.MatchingServicer):
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception) -> None:
-    """Ends a unary or server-streaming call with the status `node.status` chooses."""
+    """Ends a call with the status `node.status` chooses; unexpected errors are logged."""
     code = status_code(exc)
     if code is None:
-        log.exception("screening call failed unexpectedly")
+        log.exception("call failed unexpectedly")
         context.abort(grpc.StatusCode.INTERNAL, "internal error; see the responder's log")
     context.abort(code, str(exc))
 
