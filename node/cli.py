@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -309,6 +310,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    )
     try:
         serve(str(args.node_dir), workers=args.workers)
     except OSError as exc:

@@ -8,6 +8,7 @@ leaves one `session.refused` or `session.failed` audit entry and no hits.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 from crypto.groups import get_suite
@@ -19,6 +20,8 @@ from node.policy import SessionRequest, authorize_session
 from node.store import ListPoints, Store
 
 __all__ = ["AnsweredSession"]
+
+log = logging.getLogger("blindmatch.session")
 
 
 class AnsweredSession:
@@ -35,6 +38,7 @@ class AnsweredSession:
             self.list = store.list_info(request.list)
             self.points: ListPoints = store.list_points(request.list, request.suite)
         except Exception as exc:
+            log.info("refused %s from %s: %s", request.mode, peer, exc)
             self._audit_end("session.refused", reason=type(exc).__name__)
             raise
         self.party = Responder.with_new_key(
@@ -123,10 +127,21 @@ class AnsweredSession:
                         "labels": released,
                     },
                 )
+        log.info(
+            "answered %s session %s from %s on %s: %d x %d elements, %d shared",
+            self.request.mode,
+            self.request.session_id,
+            self.peer,
+            self.request.list,
+            self.request.set_size,
+            self.party.size,
+            match_count,
+        )
         return match_count
 
     def fail(self, exc: BaseException) -> None:
         """Records a session that ended without completing (peer gone, bad message)."""
+        log.info("session %s from %s failed: %s", self.request.session_id, self.peer, exc)
         with self.store.transaction():
             self.store.finish_session(self.request.session_id, "failed")
         self._audit_end("session.failed", reason=type(exc).__name__)
