@@ -45,6 +45,7 @@ def test_vendored_copy_matches_the_shared_file() -> None:
     if VECTOR_PATH != VENDORED:
         assert VENDORED.read_bytes() == VECTOR_PATH.read_bytes()
 
+
 try:
     SUITE: dict | None = json.loads(VECTOR_PATH.read_text())
     CASES: list = SUITE["vectors"]
