@@ -189,6 +189,10 @@ class Initiator(_Party):
         self._y_ba_pending.append(self._runner.submit_multiply(self.group.name, self._key, chunk))
         self._drain(wait=False)
 
+    def collect_blinded(self) -> None:
+        """Waits for tag(y_ba) of every y_b read so far; raises InvalidElement for a bad y_b."""
+        self._drain(wait=True)
+
     def _drain(self, wait: bool) -> None:
         """Appends finished tag(y_ba) in order; with `wait`, every pending one."""
         with self._drain_lock:

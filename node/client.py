@@ -229,6 +229,8 @@ class Conversation:
             elif kind == "summary":
                 self.summary = message.summary
             if party.has_all_blinded:
+                if not self._all_blinded.is_set():
+                    party.collect_blinded()  # a bad y_b fails here, on this thread
                 self._all_blinded.set()
                 if party.has_all_evaluated:
                     self._all_matched.set()
