@@ -375,15 +375,18 @@ def _cmd_match(args: argparse.Namespace) -> int:
 
 def _run_screen(node: Any, **options: Any) -> Any:
     """`match --mode screen`: a VOPRF screening query (node.screening) over gRPC."""
+    from node.client import open_channel
     from node.screening import GrpcTransport, run_screen
 
     options.pop("mode")
     options.pop("progress")
-    transport = GrpcTransport(node, options["peer"], timeout=options.pop("timeout"))
+    peer = options["peer"]
+    channel = open_channel(node.config, peer, node.config.peer(peer).address)
     try:
+        transport = GrpcTransport(channel, peer, timeout=options.pop("timeout"))
         return run_screen(node, transport=transport, **options)
     finally:
-        transport.close()
+        channel.close()
 
 
 # -- epoch rotate -------------------------------------------------------------------------------

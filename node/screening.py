@@ -22,7 +22,9 @@ Initiator side
     flight), verifies each batch's proof under the fetched public key, opens the labels
     of hits, and records the session, hits and "screen.query" (plus "disclosure") in one
     transaction. A query against a rotated epoch is refused with FAILED_PRECONDITION
-    (`StaleEpoch`); the initiator fetches again once and retries.
+    (`StaleEpoch`); the initiator fetches again once and retries. `screen_query` is the
+    query alone, on any `Transport` and `EncodedSet`, without the store: `run_screen` gives
+    it the cached set, the load tests one from `fetch_encoded_set` (in memory).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+import functools
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from crypto import screening
+from crypto.batch import BatchRunner
 from crypto.errors import CryptoError
 from node import audit
 from node.context import NodeContext
@@ -56,15 +60,22 @@ from node.store import Store, utc_now
 
 __all__ = [
     "SUITE",
+    "EncodedSet",
     "Epoch",
     "FetchRequest",
+    "GrpcTransport",
+    "LocalTransport",
+    "OwnList",
     "ScreenQuery",
     "answer_fetch",
     "answer_screen",
     "build_encoded_list",
     "current_epoch",
+    "fetch_encoded_set",
+    "own_list",
     "rotate_epoch",
     "run_screen",
+    "screen_query",
 ]
 
 SUITE = "ristretto255-sha512"
@@ -450,29 +461,70 @@ class Transport(Protocol):
 
 
 @dataclass(frozen=True)
-class _Cached:
-    id: int
+class EncodedSet:
+    """A peer's fetched encoded list as the initiator holds it: the epoch header and a lookup."""
+
     epoch: int
     list_version: int
     public_key: bytes
     entries: int
+    lookup: Callable[[Sequence[bytes]], dict[bytes, list[bytes]]]
 
 
-def _cached(store: Store, peer: str, list_name: str) -> _Cached | None:
+def _checked_chunks(peer: str, encoded: EncodedList) -> Iterator[tuple[bytes, list[bytes]]]:
+    """The chunks of a fetched encoded list, each checked; raises PeerError on a malformed one."""
+    if len(encoded.public_key) != 32:
+        raise PeerError(f"peer {peer} sent an encoded list without a valid public key")
+    entries = 0
+    for tags, sealed in encoded.chunks:
+        count = len(tags) // 16
+        if len(tags) % 16 or (sealed and len(sealed) != count):
+            raise PeerError(f"peer {peer} sent a malformed encoded-list chunk")
+        entries += count
+        yield tags, sealed
+    if entries != encoded.total:
+        raise PeerError(
+            f"peer {peer} announced {encoded.total:,} encoded entries but sent {entries:,}"
+        )
+
+
+def fetch_encoded_set(transport: Transport, peer: str, list_name: str, purpose: str) -> EncodedSet:
+    """Fetches a peer's encoded list into memory (the load tests); `run_screen` uses the store."""
+    encoded = transport.fetch(FetchRequest(PROTOCOL_VERSION, list_name, purpose))
+    found: dict[bytes, list[bytes]] = {}
+    entries = 0
+    for tags, sealed in _checked_chunks(peer, encoded):
+        for i in range(len(tags) // 16):
+            found.setdefault(tags[i * 16 : i * 16 + 16], []).append(sealed[i] if sealed else b"")
+            entries += 1
+
+    def lookup(wanted: Sequence[bytes]) -> dict[bytes, list[bytes]]:
+        return {tag: found[tag] for tag in wanted if tag in found}
+
+    return EncodedSet(encoded.epoch, encoded.list_version, encoded.public_key, entries, lookup)
+
+
+def _cached(store: Store, peer: str, list_name: str) -> EncodedSet | None:
     row = store.conn.execute(
         "SELECT id, epoch, list_version, public_key, entries FROM screen_cache "
         "WHERE peer = ? AND list = ? ORDER BY epoch DESC, id DESC LIMIT 1",
         (peer, list_name),
     ).fetchone()
-    return None if row is None else _Cached(*row)
+    return None if row is None else _in_store(store, *row)
+
+
+def _in_store(
+    store: Store, cache_id: int, epoch: int, list_version: int, public_key: bytes, entries: int
+) -> EncodedSet:
+    return EncodedSet(
+        epoch, list_version, public_key, entries, functools.partial(_lookup, store, cache_id)
+    )
 
 
 def _fetch_into_cache(
     store: Store, transport: Transport, peer: str, list_name: str, purpose: str
-) -> _Cached:
+) -> EncodedSet:
     encoded = transport.fetch(FetchRequest(PROTOCOL_VERSION, list_name, purpose))
-    if len(encoded.public_key) != 32:
-        raise PeerError(f"peer {peer} sent an encoded list without a valid public key")
     with store.transaction() as conn:
         conn.execute("DELETE FROM screen_cache WHERE peer = ? AND list = ?", (peer, list_name))
         cursor = conn.execute(
@@ -491,10 +543,8 @@ def _fetch_into_cache(
         cache_id = int(cursor.lastrowid or 0)
         entries = 0
         labelled = False
-        for tags, sealed in encoded.chunks:
+        for tags, sealed in _checked_chunks(peer, encoded):
             count = len(tags) // 16
-            if len(tags) % 16 or (sealed and len(sealed) != count):
-                raise PeerError(f"peer {peer} sent a malformed encoded-list chunk")
             labelled = labelled or bool(sealed)
             conn.executemany(
                 "INSERT INTO screen_cache_entries (cache_id, tag, sealed_label) VALUES (?, ?, ?)",
@@ -504,15 +554,13 @@ def _fetch_into_cache(
                 ),
             )
             entries += count
-        if entries != encoded.total:
-            raise PeerError(
-                f"peer {peer} announced {encoded.total:,} encoded entries but sent {entries:,}"
-            )
         conn.execute(
             "UPDATE screen_cache SET entries = ?, labels_withheld = ? WHERE id = ?",
             (entries, int(not labelled), cache_id),
         )
-    return _Cached(cache_id, encoded.epoch, encoded.list_version, encoded.public_key, entries)
+    return _in_store(
+        store, cache_id, encoded.epoch, encoded.list_version, encoded.public_key, entries
+    )
 
 
 def _lookup(store: Store, cache_id: int, tags: Sequence[bytes]) -> dict[bytes, list[bytes]]:
@@ -532,7 +580,7 @@ def _lookup(store: Store, cache_id: int, tags: Sequence[bytes]) -> dict[bytes, l
 
 
 @dataclass(frozen=True)
-class _Own:
+class OwnList:
     """The initiator's list: distinct elements to query, and the rows behind each."""
 
     elements: list[bytes]
@@ -540,7 +588,8 @@ class _Own:
     rows: list[list[tuple[str, str]]]  # per distinct element: (ref, type) of each record
 
 
-def _own_list(store: Store, list_name: str) -> _Own:
+def own_list(store: Store, list_name: str) -> OwnList:
+    """Reads this node's list `list_name` as distinct elements with their points and rows."""
     list_id, _, _ = _list_row(store, list_name)
     index: dict[bytes, int] = {}
     elements: list[bytes] = []
@@ -558,23 +607,24 @@ def _own_list(store: Store, list_name: str) -> _Own:
             points.append(point)
             rows.append([])
         rows[i].append((ref, type_))
-    return _Own(elements, b"".join(points), rows)
+    return OwnList(elements, b"".join(points), rows)
 
 
-def _query(
-    node: NodeContext,
-    store: Store,
+def screen_query(
+    runner: BatchRunner,
     transport: Transport,
     peer: str,
     peer_list: str,
     purpose: str,
     session_id: str,
-    cached: _Cached,
-    own: _Own,
-    blinds: bytes,
-    blinded: bytes,
+    fetched: EncodedSet,
+    own: OwnList,
 ) -> dict[int, list[str]]:
-    """Runs every batch against `cached`'s epoch; returns the hits' labels by element index."""
+    """Blinds `own`, runs every batch against `fetched`'s epoch; returns hits' labels by index.
+
+    Needs no store: `run_screen` records the query; the load tests keep none.
+    """
+    blinds, blinded = screening.blind(own.points, runner)
     hits: dict[int, list[str]] = {}
     count = len(own.elements)
     step = screening.MAX_BATCH
@@ -588,8 +638,8 @@ def _query(
             PROTOCOL_VERSION,
             session_id,
             peer_list,
-            cached.epoch,
-            cached.list_version,
+            fetched.epoch,
+            fetched.list_version,
             purpose,
             blinded[a * 32 : b * 32],
         )
@@ -603,22 +653,22 @@ def _query(
         evaluated, proof = wait()
         try:
             outputs = screening.verify_and_finalize(
-                cached.public_key,
+                fetched.public_key,
                 own.elements[a:b],
                 blinds[a * 32 : b * 32],
                 blinded[a * 32 : b * 32],
                 evaluated,
                 proof,
-                node.runner,
+                runner,
             )
         except CryptoError as exc:
             raise PeerError(
                 f"proof does not verify: peer {peer} evaluated under a different key than "
-                f"the one it published for epoch {cached.epoch}, or the answer was altered "
+                f"the one it published for epoch {fetched.epoch}, or the answer was altered "
                 f"({exc})"
             ) from None
         tags = [screening.tag_of(o) for o in outputs]
-        found = _lookup(store, cached.id, tags)
+        found = fetched.lookup(tags)
         for i, (output, tag) in enumerate(zip(outputs, tags, strict=True)):
             entries = found.get(tag)
             if entries is None:
@@ -654,7 +704,7 @@ def run_screen(
     check_purpose(purpose)
     store = node.open_store()
     try:
-        own = _own_list(store, list_name)
+        own = own_list(store, list_name)
         session_id = secrets.token_hex(16)
         fields: dict[str, object] = {
             "operator": operator,
@@ -680,12 +730,11 @@ def run_screen(
                 fetches += 1
             hits: dict[int, list[str]] = {}
             if own.elements:
-                blinds, blinded = screening.blind(own.points, node.runner)
                 while True:
                     try:
-                        hits = _query(
-                            node, store, transport, peer, peer_list, purpose, session_id,
-                            cached, own, blinds, blinded,
+                        hits = screen_query(
+                            node.runner, transport, peer, peer_list, purpose, session_id,
+                            cached, own,
                         )  # fmt: skip
                         break
                     except StaleEpoch:
@@ -754,20 +803,17 @@ def run_screen(
 
 
 class GrpcTransport:
-    """The screening calls over an mTLS channel to `peer` (node.client.open_channel)."""
+    """The screening calls to `peer` over a channel from `node.client.open_channel`.
 
-    def __init__(self, node: NodeContext, peer: str, timeout: float = 600.0) -> None:
-        from node.client import open_channel
+    The channel stays the caller's: it closes it (the load tests share it between sessions).
+    """
+
+    def __init__(self, channel: Any, peer: str, timeout: float = 600.0) -> None:
         from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 
         self.peer = peer
         self.timeout = timeout
-        self.channel = open_channel(node.config, peer, node.config.peer(peer).address)
-        self.stub = pb_grpc.MatchingStub(self.channel)
-
-    def close(self) -> None:
-        """Closes the channel."""
-        self.channel.close()
+        self.stub = pb_grpc.MatchingStub(channel)
 
     def _error(self, exc: Exception) -> Exception:
         import grpc
