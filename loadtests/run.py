@@ -5,17 +5,19 @@ CA; the target node police-nl with a generated list of TARGET_RECORDS records
 (``targets``) and a list ``load`` of LOAD_SET_SIZE elements; the load
 generator customs-nl with its own ``load`` list sharing half of those
 entities, written in other notations; peer policies that allow customs-nl
-mutual and count sessions without an hourly limit that a load test would hit.
+mutual, count and screen sessions without an hourly limit or a daily screening
+budget that a load test would hit.
 Then ``blindmatch serve police-nl --workers WORKERS``, locust for DURATION
 seconds with USERS users (`loadtests/locustfile.py`), reports in
 ``loadtests/reports/latest_stats.csv`` and ``latest.html``, and every process
 it started is stopped by its id (SIGTERM, then SIGKILL after a grace period).
 
-Exit code 0 only if locust ran sessions, none failed and the aggregated p95
-is at most P95_MS. Environment: DURATION (60), USERS (10), WORKERS (1),
-P95_MS (5000), LOAD_SET_SIZE (1000), TARGET_RECORDS (10000), LOAD_PROCESSES
-(locust worker processes; 0 = one process, the default: the machine's cores
-are shared with the node under test), plus the locustfile's LOAD_WEIGHT_*.
+Exit code 0 only if locust ran requests (sessions, screening fetches and
+queries), none failed and the aggregated p95 is at most P95_MS. Environment:
+DURATION (60), USERS (10), WORKERS (1), P95_MS (5000), LOAD_SET_SIZE (1000),
+TARGET_RECORDS (10000), LOAD_PROCESSES (locust worker processes; 0 = one
+process, the default: the machine's cores are shared with the node under test),
+plus the locustfile's LOAD_WEIGHT_*.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def make_federation(root: Path, set_size: int = 1000, target_records: int = 10_0
         peer = GENERATOR if agency == TARGET else TARGET
         blindmatch(
             "peer", "add", str(node), "--agency", peer, "--address", address[peer],
-            "--modes", "mutual,count", "--sessions-per-hour", "1000000000",
-            "--max-set-size", "100000000",
+            "--modes", "mutual,count,screen", "--sessions-per-hour", "1000000000",
+            "--max-set-size", "100000000", "--screen-budget-per-day", "1000000000000",
         )  # fmt: skip
     targets = root / "targets.csv"
     write_csv(targets, target_records, seed=1)
@@ -212,12 +214,12 @@ def aggregated(stats_csv: Path) -> dict[str, str]:
 
 
 def verdict(stats_csv: Path, p95_ms: float) -> tuple[bool, str]:
-    """Whether a run passes (sessions ran, none failed, p95 within bound), and a summary line."""
+    """Whether a run passes (requests ran, none failed, p95 within bound), and a summary line."""
     row = aggregated(stats_csv)
     requests, failures = int(row["Request Count"]), int(row["Failure Count"])
     p95 = float(row["95%"] or "nan")
     summary = (
-        f"{requests} sessions, {failures} failed, {float(row['Requests/s']):.2f} sessions/s, "
+        f"{requests} requests, {failures} failed, {float(row['Requests/s']):.2f} requests/s, "
         f"median {row['50%']} ms, p95 {p95:.0f} ms (limit {p95_ms:.0f} ms)"
     )
     return requests > 0 and failures == 0 and p95 <= p95_ms, summary
