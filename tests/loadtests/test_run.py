@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,3 +92,19 @@ def test_locust_runs_real_sessions_without_failures(
     assert ok, summary
     assert code == 0
     assert int(aggregated(stats)["Request Count"]) > 0
+
+
+def test_locust_screens_through_the_real_protocol(
+    federation: Federation, two_workers: set[int], tmp_path: Path
+) -> None:
+    prefix = tmp_path / "screen"
+    only_screen = {"LOAD_WEIGHT_MUTUAL": "0", "LOAD_WEIGHT_COUNT": "0", "LOAD_WEIGHT_SCREEN": "1"}
+    code = run_locust(federation, users=2, duration=4, prefix=prefix, extra_env=only_screen)
+    stats = Path(f"{prefix}_stats.csv")
+    ok, summary = verdict(stats, p95_ms=30_000)
+    assert ok, summary
+    assert code == 0
+    with open(stats, newline="") as f:
+        counts = {row["Name"]: int(row["Request Count"]) for row in csv.DictReader(f)}
+    assert counts["screen fetch"] == 2  # once per user
+    assert counts[f"screen {SET_SIZE}"] > 0
