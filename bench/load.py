@@ -47,7 +47,7 @@ def main() -> None:
                 prefix = root / f"load-{workers}"
                 run_locust(
                     federation, USERS, SECONDS, prefix,
-                    extra_env={"LOAD_WEIGHT_MUTUAL": "1", "LOAD_WEIGHT_COUNT": "0"},
+                    extra_env={"LOAD_WEIGHT_MUTUAL": "1", "LOAD_WEIGHT_COUNT": "0", "LOAD_WEIGHT_SCREEN": "0"},
                 )  # fmt: skip
             finally:
                 stop(server)
