@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -23,7 +19,8 @@ from node.context import NodeContext
 from node.errors import LimitExceeded, PeerError, PolicyDenied
 from node.ingest import ingest_file
 from node.screening import LocalTransport, current_epoch, rotate_epoch, run_screen
-from tests.conftest import BLINDMATCH, MakeNode
+from tests.conftest import MakeNode
+from tests.federation import Federation
 
 RESPONDER_LIST = """ref,passport,email,label
 P-1,NLD:AB1234567,a@example.org,Case 1: contact police ops
@@ -40,75 +37,23 @@ C-4,,b@example.org,customs seizure 4
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _federation(root: Path) -> Federation:
+    """customs-nl and police-nl, each allowing the other every mode, with their lists."""
+    fed = Federation(root)
+    for agency in ("customs-nl", "police-nl"):
+        fed.add_node(agency)
+    for agency, peer in (("customs-nl", "police-nl"), ("police-nl", "customs-nl")):
+        fed.add_peer(agency, peer, "--modes", "mutual,count,screen", "--release-labels")
+    fed.ingest("police-nl", "wl", RESPONDER_LIST)
+    fed.ingest("customs-nl", "manifest", INITIATOR_LIST)
+    return fed
 
 
-class Federation:
-    """Two nodes made with the CLI, served as real processes."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.servers: list[subprocess.Popen[str]] = []
-        self.cli("ca", "init", root / "ca")
-        self.ports = {"customs-nl": _free_port(), "police-nl": _free_port()}
-        for agency, port in self.ports.items():
-            self.cli("init", root / agency, "--agency", agency, "--listen",
-                     f"127.0.0.1:{port}", "--ca", root / "ca", "--region", "NL")  # fmt: skip
-        for agency, peer in (("customs-nl", "police-nl"), ("police-nl", "customs-nl")):
-            self.cli("peer", "add", root / agency, "--agency", peer, "--address",
-                     f"127.0.0.1:{self.ports[peer]}", "--modes", "mutual,count,screen",
-                     "--release-labels")  # fmt: skip
-        (root / "r.csv").write_text(RESPONDER_LIST)
-        (root / "i.csv").write_text(INITIATOR_LIST)
-        self.cli("ingest", root / "police-nl", "--list", "wl", root / "r.csv")
-        self.cli("ingest", root / "customs-nl", "--list", "manifest", root / "i.csv")
-
-    def cli(self, *args: object) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [*BLINDMATCH, *map(str, args)], capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0, f"blindmatch {args} failed: {proc.stderr}"
-        return proc
-
-    def serve(self, agency: str) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node.cli", "serve", str(self.root / agency)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.servers.append(proc)
-        line = proc.stdout.readline() if proc.stdout else ""
-        assert "serving on" in line, line + (proc.stderr.read() if proc.stderr else "")
-
-    def match(self, mode: str) -> dict[str, Any]:
-        proc = self.cli("match", self.root / "customs-nl", "--peer", "police-nl", "--list",
-                        "manifest", "--peer-list", "wl", "--mode", mode, "--purpose",
-                        "manifest screening test", "--json")  # fmt: skip
-        result: dict[str, Any] = json.loads(proc.stdout)
-        return result
-
-    def hits(self, agency: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = json.loads(
-            self.cli("hits", self.root / agency, "--json").stdout
-        )
-        return result
-
-    def stop(self) -> None:
-        for proc in self.servers:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.servers:
-            try:
-                proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            for stream in (proc.stdout, proc.stderr):
-                if stream:
-                    stream.close()
+def _match(fed: Federation, mode: str) -> dict[str, Any]:
+    result: dict[str, Any] = fed.match(
+        "customs-nl", "police-nl", "manifest", "wl", mode=mode, purpose="manifest screening test"
+    )
+    return result
 
 
 def _audit_events(node_dir: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -124,12 +69,12 @@ def _key(match: dict[str, Any]) -> tuple[str, str, str | None]:
 
 
 def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: Path) -> None:
-    fed = Federation(tmp_path)
+    fed = _federation(tmp_path)
     try:
-        fed.serve("police-nl")
-        mutual = fed.match("mutual")
+        fed.start("police-nl")
+        mutual = _match(fed, "mutual")
         police_hits_after_mutual = len(fed.hits("police-nl"))
-        screen = fed.match("screen")
+        screen = _match(fed, "screen")
         assert screen["mode"] == "screen" and screen["suite"] == "ristretto255-sha512"
         assert sorted(map(_key, screen["matches"])) == sorted(map(_key, mutual["matches"]))
         assert screen["match_count"] == mutual["match_count"] == 4
@@ -148,10 +93,10 @@ def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: P
 
         first = fetched()
         assert len(first) == 1
-        fed.match("screen")  # cached: no second fetch
+        _match(fed, "screen")  # cached: no second fetch
         assert fetched() == first
         fed.cli("epoch", "rotate", tmp_path / "police-nl", "--list", "wl")
-        again = fed.match("screen")
+        again = _match(fed, "screen")
         assert sorted(map(_key, again["matches"])) == sorted(map(_key, mutual["matches"]))
         assert len(fetched()) == 2 and fetched()[1] > first[0]
         queries = [b for e, b in _audit_events(tmp_path / "customs-nl") if e == "screen.query"]
@@ -164,7 +109,7 @@ def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: P
         assert len(answered) == 3 and all(a["batch_size"] == 7 for a in answered)
         assert all("element" not in json.dumps(a) for a in answered)
     finally:
-        fed.stop()
+        fed.close()
     for agency in ("police-nl", "customs-nl"):
         fed.cli("audit", "verify", tmp_path / agency)
 
