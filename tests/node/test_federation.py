@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import sqlite3
@@ -259,31 +260,42 @@ def test_health_and_reflection_are_served(fed: Federation) -> None:
         assert "blindmatch.v1.Matching" in names and "grpc.health.v1.Health" in names
 
 
-def test_responder_killed_mid_session_leaves_no_partial_hits(fed: Federation) -> None:
-    write_csv(fed.root / "large.csv", 30_000, seed=7)
-    fed.cli("ingest", fed.node("police-nl"), "--list", "large", fed.root / "large.csv")
-    fed.cli("ingest", fed.node("customs-nl"), "--list", "large", fed.root / "large.csv")
-    restart(fed, "police-nl")
-    hits_before = fed.hits("customs-nl")
-    match = subprocess.Popen(
-        [
-            *BLINDMATCH,
-            "match",
-            str(fed.node("customs-nl")),
-            "--peer",
-            "police-nl",
-            "--list",
-            "large",
-            "--purpose",
-            "kill test",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def large_lists(fed: Federation) -> None:
+    """Both sides get the same 30,000-record list, so a session lasts a few seconds."""
+    if not (fed.root / "large.csv").exists():
+        write_csv(fed.root / "large.csv", 30_000, seed=7)
+        fed.cli("ingest", fed.node("police-nl"), "--list", "large", fed.root / "large.csv")
+        fed.cli("ingest", fed.node("customs-nl"), "--list", "large", fed.root / "large.csv")
+
+
+def start_large_match(fed: Federation, purpose: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*BLINDMATCH, "match", str(fed.node("customs-nl")), "--peer", "police-nl", "--list",
+         "large", "--purpose", purpose, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_sigterm_drains_a_session_in_flight(fed: Federation) -> None:
+    large_lists(fed)
+    match = start_large_match(fed, "drain test")
     try:
-        wait_for_running_session(fed.node("police-nl"))
+        wait_for_running_session(fed.node("police-nl"), "drain test")
+        assert fed.stop("police-nl") == 0  # SIGTERM: NOT_SERVING, then stop with grace
+        out, err = match.communicate(timeout=120)
+    finally:
+        match.kill()
+        fed.start("police-nl")
+    assert match.returncode == 0, err
+    assert json.loads(out)["match_count"] > 20_000
+
+
+def test_responder_killed_mid_session_leaves_no_partial_hits(fed: Federation) -> None:
+    large_lists(fed)
+    hits_before = fed.hits("customs-nl")
+    match = start_large_match(fed, "kill test")
+    try:
+        wait_for_running_session(fed.node("police-nl"), "kill test")
         fed.stop("police-nl", signal.SIGKILL)
         out, err = match.communicate(timeout=120)
     finally:
@@ -297,11 +309,12 @@ def test_responder_killed_mid_session_leaves_no_partial_hits(fed: Federation) ->
     fed.start("police-nl")
 
 
-def wait_for_running_session(node: Path, timeout: float = 60) -> None:
+def wait_for_running_session(node: Path, purpose: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with sqlite3.connect(node / "store.sqlite") as db:
-            if db.execute("SELECT 1 FROM sessions WHERE status = 'running'").fetchone():
+            query = "SELECT 1 FROM sessions WHERE status = 'running' AND purpose = ?"
+            if db.execute(query, (purpose,)).fetchone():
                 return
         time.sleep(0.02)
     raise AssertionError("the responder never started the session")
