@@ -1,42 +1,23 @@
-"""Screening (DESIGN §4) in the node: key epochs, encoded sets, answering and running queries.
+"""Screening, initiator side: fetching and caching a peer's encoded set, running queries.
 
-The math lives in `crypto.screening`; this module decides, stores and audits.
-
-Responder side
-    Each list has one current key epoch (`screen_epochs`): a 32-byte random seed from
-    which RFC 9497 DeriveKeyPair (VOPRF mode) gives (k, K), info = "blindmatch/v1
-    screening " || list || 0x00 || u64(epoch). The epoch number is the row id, never
-    reused. `current_epoch` rotates lazily when the epoch is older than the node's
-    `screen_epoch_hours`, and brings the encoded set up to date with the list: only
-    elements without an entry for the epoch are encoded (entries die with their element,
-    `ON DELETE CASCADE`), over all cores. `rotate_epoch` (also `blindmatch epoch rotate`)
-    makes a new epoch and deletes the old ones and their entries. Labels are sealed for
-    every labelled element; a peer whose policy withholds labels gets the tags only.
-    `answer_screen` charges the peer's budget of items per UTC day (`screen_usage`) and
-    audits "screen.answered" in one transaction; it records no session and no hits.
-
-Initiator side
-    `run_screen` downloads a peer's encoded set once per (epoch, list version) into
-    `screen_cache`, looks up only the tags of its own queries there (SQL, by index),
-    blinds the cached VOPRF-mode points of its list, sends batches of <= 4,096 (two in
-    flight), verifies each batch's proof under the fetched public key, opens the labels
-    of hits, and records the session, hits and "screen.query" (plus "disclosure") in one
-    transaction. A query against a rotated epoch is refused with FAILED_PRECONDITION
-    (`StaleEpoch`); the initiator fetches again once and retries. `screen_query` is the
-    query alone, on any `Transport` and `EncodedSet`, without the store: `run_screen` gives
-    it the cached set, the load tests one from `fetch_encoded_set` (in memory).
+`run_screen` downloads a peer's encoded set once per (epoch, list version) into
+`screen_cache`, looks up only the tags of its own queries there (SQL, by index),
+blinds the cached VOPRF-mode points of its list, sends batches of <= 4,096 (two in
+flight), verifies each batch's proof under the fetched public key, opens the labels
+of hits, and records the session, hits and "screen.query" (plus "disclosure") in one
+transaction. A query against a rotated epoch is refused with FAILED_PRECONDITION
+(`StaleEpoch`); the initiator fetches again once and retries. `screen_query` is the
+query alone, on any `Transport` and `EncodedSet`, without the store: `run_screen` gives
+it the cached set, the load tests one from `fetch_encoded_set` (in memory).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import datetime as dt
 import functools
 import secrets
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,403 +27,36 @@ from crypto.errors import CryptoError
 from node import audit
 from node.context import NodeContext
 from node.errors import (
-    Incompatible,
-    InvalidInput,
-    LimitExceeded,
     NodeError,
     NotFound,
     PeerError,
-    PolicyDenied,
     StaleEpoch,
 )
-from node.policy import PROTOCOL_VERSION, check_purpose, peer_policy
+from node.policy import PROTOCOL_VERSION, check_purpose
+from node.screening._responder import (
+    SUITE,
+    EncodedList,
+    FetchRequest,
+    ScreenQuery,
+    answer_fetch,
+    answer_screen,
+    list_row,
+)
 from node.store import Store, utc_now
 
 __all__ = [
-    "SUITE",
     "EncodedSet",
-    "Epoch",
-    "FetchRequest",
     "GrpcTransport",
     "LocalTransport",
     "OwnList",
-    "ScreenQuery",
-    "answer_fetch",
-    "answer_screen",
-    "build_encoded_list",
-    "current_epoch",
     "fetch_encoded_set",
     "own_list",
-    "rotate_epoch",
     "run_screen",
     "screen_query",
 ]
 
-SUITE = "ristretto255-sha512"
-CHUNK_ENTRIES = 4096
-_BUILD_ROWS = 20_000  # elements per worker task when encoding
 _IN_FLIGHT = 2  # Screen batches outstanding at once
 _LOOKUP_PARAMS = 500  # tags per `IN (...)` lookup
-_build_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
-_build_locks_guard = threading.Lock()
-
-
-# -- responder: epochs and the encoded set ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Epoch:
-    """A list's key epoch: its number, seed (secret) and public key."""
-
-    id: int
-    list_id: int
-    list_name: str
-    seed: bytes
-    public_key: bytes
-    list_version: int
-    created_at: str
-
-    def key_pair(self) -> tuple[bytes, bytes]:
-        """The epoch's VOPRF key pair (k, K)."""
-        return screening.epoch_key_pair(self.seed, self.list_name, self.id)
-
-
-def _list_row(store: Store, name: str) -> tuple[int, int, str]:
-    row = store.conn.execute(
-        "SELECT id, version, kind FROM lists WHERE name = ?", (name,)
-    ).fetchone()
-    if row is None:
-        store.list_info(name)  # raises NotFound naming the lists there are
-        raise NotFound(f"no list {name!r}")
-    return int(row[0]), int(row[1]), str(row[2])
-
-
-def _epoch(store: Store, list_name: str) -> Epoch | None:
-    row = store.conn.execute(
-        """
-        SELECT e.id, e.list_id, e.seed, e.public_key, e.list_version, e.created_at
-        FROM screen_epochs e JOIN lists l ON e.list_id = l.id
-        WHERE l.name = ? ORDER BY e.id DESC LIMIT 1
-        """,
-        (list_name,),
-    ).fetchone()
-    if row is None:
-        return None
-    return Epoch(row[0], row[1], list_name, row[2], row[3], row[4], row[5])
-
-
-def rotate_epoch(
-    node: NodeContext, store: Store, list_name: str, operator: str, reason: str = "manual"
-) -> Epoch:
-    """Starts a new key epoch for a list, deleting the old ones; audits "epoch.rotated"."""
-    list_id, _, _ = _list_row(store, list_name)
-    seed = secrets.token_bytes(32)
-    now = node.now().isoformat(timespec="seconds")
-    with store.transaction() as conn:
-        old = [
-            r[0] for r in conn.execute("SELECT id FROM screen_epochs WHERE list_id = ?", (list_id,))
-        ]
-        cursor = conn.execute(
-            "INSERT INTO screen_epochs (list_id, seed, public_key, list_version, created_at) "
-            "VALUES (?, ?, ?, -1, ?)",
-            (list_id, seed, b"", now),
-        )
-        epoch_id = int(cursor.lastrowid or 0)
-        _, public_key = screening.epoch_key_pair(seed, list_name, epoch_id)
-        conn.execute("UPDATE screen_epochs SET public_key = ? WHERE id = ?", (public_key, epoch_id))
-        conn.execute("DELETE FROM screen_epochs WHERE list_id = ? AND id != ?", (list_id, epoch_id))
-        audit.append(
-            conn,
-            node.audit_key,
-            "epoch.rotated",
-            {
-                "operator": operator,
-                "list": list_name,
-                "epoch": epoch_id,
-                "previous": old[-1] if old else None,
-                "reason": reason,
-            },
-        )
-    return Epoch(epoch_id, list_id, list_name, seed, public_key, -1, now)
-
-
-def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
-    """The list's current epoch, rotated if due and with its encoded set up to date."""
-    _, version, _ = _list_row(store, list_name)
-    key = (str(node.config.node_dir), list_name)
-    with _build_locks_guard:
-        lock = _build_locks[key]
-    with lock:  # one builder per list in this process; others wait for its result
-        epoch = _epoch(store, list_name)
-        if epoch is None:
-            epoch = rotate_epoch(node, store, list_name, "node", reason="first use")
-        else:
-            age = node.now() - dt.datetime.fromisoformat(epoch.created_at)
-            if age >= dt.timedelta(hours=node.config.screen_epoch_hours):
-                epoch = rotate_epoch(node, store, list_name, "node", reason="schedule")
-        if epoch.list_version != version:
-            build_encoded_list(node, store, epoch)
-            with store.transaction() as conn:
-                conn.execute(
-                    "UPDATE screen_epochs SET list_version = ? WHERE id = ?", (version, epoch.id)
-                )
-            epoch = _epoch(store, list_name) or epoch
-    return epoch
-
-
-def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
-    """Encodes every element of the list without an entry for `epoch`; returns how many."""
-    sk, _ = epoch.key_pair()
-    cursor = store.conn.execute(
-        """
-        SELECT e.id, e.element, e.point_ristretto, r.label
-        FROM elements e JOIN records r ON e.record_id = r.id
-        LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
-        WHERE r.list_id = ? AND s.element_id IS NULL
-        """,
-        (epoch.id, epoch.list_id),
-    )
-    rows = cursor.fetchall()
-    runner = node.runner
-    step = _BUILD_ROWS
-    if runner.executor is not None:  # keep every worker busy, even on small lists
-        step = max(256, min(step, -(-len(rows) // (2 * runner.workers))))
-    pending: collections.deque[tuple[list[int], Future[tuple[bytes, list[bytes]]]]] = (
-        collections.deque()
-    )
-
-    def write(ids: list[int], result: tuple[bytes, list[bytes]]) -> None:
-        tags, sealed = result
-        with store.transaction() as conn:
-            conn.executemany(
-                "INSERT OR IGNORE INTO screen_entries (epoch_id, tag, element_id, sealed_label) "
-                "VALUES (?, ?, ?, ?)",
-                (
-                    (epoch.id, tags[i * 16 : i * 16 + 16], element_id, sealed[i])
-                    for i, element_id in enumerate(ids)
-                ),
-            )
-
-    for start in range(0, len(rows), step):
-        part = rows[start : start + step]
-        ids = [r[0] for r in part]
-        future = runner.submit(
-            screening.encode_entries,
-            sk,
-            [r[1] for r in part],
-            b"".join(r[2] for r in part),
-            [r[3] for r in part],
-        )
-        pending.append((ids, future))
-        while len(pending) > 2 * runner.workers:
-            write(*_popped(pending))
-    while pending:
-        write(*_popped(pending))
-    return len(rows)
-
-
-def _popped(
-    pending: collections.deque[tuple[list[int], Future[tuple[bytes, list[bytes]]]]],
-) -> tuple[list[int], tuple[bytes, list[bytes]]]:
-    ids, future = pending.popleft()
-    return ids, future.result()
-
-
-# -- responder: answering peers -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FetchRequest:
-    """A peer's request for an encoded list, decoded from the wire."""
-
-    protocol_version: int
-    list: str
-    purpose: str
-
-
-@dataclass(frozen=True)
-class ScreenQuery:
-    """One batch of a peer's screening query, decoded from the wire."""
-
-    protocol_version: int
-    session_id: str
-    list: str
-    epoch: int
-    list_version: int
-    purpose: str
-    blinded: bytes
-
-
-@dataclass(frozen=True)
-class EncodedList:
-    """What a fetch returns: the epoch header and the entries, chunked."""
-
-    epoch: int
-    public_key: bytes
-    list_version: int
-    list_kind: str
-    total: int
-    chunks: Iterator[tuple[bytes, list[bytes]]]
-
-
-def _authorize(node: NodeContext, peer: str, version: int, list_name: str, purpose: str) -> Any:
-    config = node.config
-    policy = peer_policy(config, peer)
-    if version != PROTOCOL_VERSION:
-        raise Incompatible(
-            f"protocol version {version} is not supported; {config.agency} speaks version "
-            f"{PROTOCOL_VERSION}: upgrade the older node"
-        )
-    check_purpose(purpose)
-    if not policy.allows_mode("screen"):
-        raise PolicyDenied(
-            f"{config.agency} does not allow {peer} 'screen' queries "
-            f"(allowed: {', '.join(sorted(policy.modes)) or 'none'})"
-        )
-    if not policy.allows_list(list_name):
-        raise PolicyDenied(f"{config.agency} does not allow {peer} to screen list {list_name!r}")
-    return policy
-
-
-def _refused(node: NodeContext, store: Store, event: str, fields: dict[str, object]) -> None:
-    try:
-        with store.transaction() as conn:
-            audit.append(conn, node.audit_key, event, fields)
-    except Exception:  # the refusal itself matters more than its audit entry
-        pass
-
-
-def answer_fetch(node: NodeContext, store: Store, peer: str, request: FetchRequest) -> EncodedList:
-    """Authorises a fetch, brings the epoch up to date and returns the encoded list."""
-    fields: dict[str, object] = {
-        "operator": f"peer:{peer}",
-        "peer": peer,
-        "list": request.list,
-        "purpose": request.purpose,
-    }
-    try:
-        policy = _authorize(node, peer, request.protocol_version, request.list, request.purpose)
-        epoch = current_epoch(node, store, request.list)
-        _, _, kind = _list_row(store, request.list)
-    except Exception as exc:
-        _refused(node, store, "screen.refused", {**fields, "reason": type(exc).__name__})
-        raise
-    total, labelled = store.conn.execute(
-        "SELECT count(*), coalesce(sum(length(sealed_label) > 0), 0) FROM screen_entries "
-        "WHERE epoch_id = ?",
-        (epoch.id,),
-    ).fetchone()
-    released = int(labelled) if policy.release_labels else 0
-    with store.transaction() as conn:
-        audit.append(
-            conn,
-            node.audit_key,
-            "screen.fetched",
-            {**fields, "epoch": epoch.id, "entries": int(total), "labels_withheld": not released},
-        )
-        if released:
-            audit.append(
-                conn,
-                node.audit_key,
-                "disclosure",
-                {**fields, "epoch": epoch.id, "sealed_labels": released},
-            )
-    return EncodedList(
-        epoch=epoch.id,
-        public_key=epoch.public_key,
-        list_version=epoch.list_version,
-        list_kind=kind,
-        total=int(total),
-        chunks=_entry_chunks(store, epoch.id, policy.release_labels),
-    )
-
-
-def _entry_chunks(store: Store, epoch_id: int, labels: bool) -> Iterator[tuple[bytes, list[bytes]]]:
-    cursor = store.conn.execute(
-        "SELECT tag, sealed_label FROM screen_entries WHERE epoch_id = ? ORDER BY tag, element_id",
-        (epoch_id,),
-    )
-    while rows := cursor.fetchmany(CHUNK_ENTRIES):
-        yield b"".join(r[0] for r in rows), [r[1] for r in rows] if labels else []
-
-
-def next_utc_midnight(now: dt.datetime) -> dt.datetime:
-    """When a daily budget resets: the next 00:00 UTC after `now`."""
-    day = now.astimezone(dt.UTC).date() + dt.timedelta(days=1)
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
-def _used(store: Store, peer: str, day: str) -> int:
-    row = store.conn.execute(
-        "SELECT items FROM screen_usage WHERE peer = ? AND day = ?", (peer, day)
-    ).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _over_budget(
-    node: NodeContext, peer: str, budget: int, used: int, asked: int, now: dt.datetime
-) -> LimitExceeded:
-    reset = next_utc_midnight(now).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return LimitExceeded(
-        f"{peer}'s screening budget with {node.config.agency} is {budget:,} items per UTC day; "
-        f"{used:,} used today and this batch asks for {asked:,}; it resets at {reset} "
-        "(next midnight UTC)"
-    )
-
-
-def answer_screen(
-    node: NodeContext, store: Store, peer: str, query: ScreenQuery
-) -> tuple[bytes, bytes]:
-    """Evaluates one batch for `peer` under the current epoch: (packed Es, proof)."""
-    count = len(query.blinded) // 32
-    fields: dict[str, object] = {
-        "operator": f"peer:{peer}",
-        "peer": peer,
-        "session_id": query.session_id,
-        "list": query.list,
-        "epoch": query.epoch,
-        "batch_size": count,
-        "purpose": query.purpose,
-    }
-    now = node.now()
-    day = now.astimezone(dt.UTC).date().isoformat()
-    try:
-        policy = _authorize(node, peer, query.protocol_version, query.list, query.purpose)
-        if len(query.blinded) % 32 or not 0 < count <= screening.MAX_BATCH:
-            raise InvalidInput(
-                f"a screening batch holds 1 to {screening.MAX_BATCH:,} packed 32-byte elements"
-            )
-        epoch = current_epoch(node, store, query.list)
-        if query.epoch != epoch.id:
-            raise StaleEpoch(
-                f"epoch {query.epoch} has rotated; fetch the encoded list again "
-                f"(list {query.list!r} is at epoch {epoch.id})"
-            )
-        if query.list_version != epoch.list_version:
-            raise StaleEpoch(
-                f"list {query.list!r} changed since the encoded list was fetched (version "
-                f"{query.list_version}, now {epoch.list_version}); fetch the encoded list again"
-            )
-        budget = policy.screen_budget_per_day
-        used = _used(store, peer, day)
-        if used + count > budget:  # checked before the work, and again when charging
-            raise _over_budget(node, peer, budget, used, count, now)
-        sk, pk = epoch.key_pair()
-        evaluated, proof = screening.blind_evaluate(sk, pk, query.blinded, node.runner)
-        with store.transaction() as conn:
-            used = _used(store, peer, day)
-            if used + count > budget:
-                raise _over_budget(node, peer, budget, used, count, now)
-            conn.execute(
-                "INSERT INTO screen_usage (peer, day, items) VALUES (?, ?, ?) "
-                "ON CONFLICT (peer, day) DO UPDATE SET items = items + excluded.items",
-                (peer, day, count),
-            )
-            audit.append(conn, node.audit_key, "screen.answered", fields)
-    except Exception as exc:
-        _refused(node, store, "screen.refused", {**fields, "reason": type(exc).__name__})
-        raise
-    return evaluated, proof
 
 
 # -- initiator ----------------------------------------------------------------------------------
@@ -590,7 +204,7 @@ class OwnList:
 
 def own_list(store: Store, list_name: str) -> OwnList:
     """Reads this node's list `list_name` as distinct elements with their points and rows."""
-    list_id, _, _ = _list_row(store, list_name)
+    list_id, _, _ = list_row(store, list_name)
     index: dict[bytes, int] = {}
     elements: list[bytes] = []
     points: list[bytes] = []
