@@ -45,10 +45,12 @@ def main() -> None:
             server = serve(federation.target, workers, root / f"serve-{workers}.log")
             try:
                 prefix = root / f"load-{workers}"
-                run_locust(
-                    federation, USERS, SECONDS, prefix,
-                    extra_env={"LOAD_WEIGHT_MUTUAL": "1", "LOAD_WEIGHT_COUNT": "0", "LOAD_WEIGHT_SCREEN": "0"},
-                )  # fmt: skip
+                weights = {
+                    "LOAD_WEIGHT_MUTUAL": "1",
+                    "LOAD_WEIGHT_COUNT": "0",
+                    "LOAD_WEIGHT_SCREEN": "0",
+                }
+                run_locust(federation, USERS, SECONDS, prefix, extra_env=weights)
             finally:
                 stop(server)
             row = aggregated(Path(f"{prefix}_stats.csv"))

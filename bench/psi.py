@@ -50,7 +50,7 @@ def _floor(group: Group, n: int) -> float:
 def _session(group: Group, runner: BatchRunner, x: bytes, y: bytes) -> tuple[float, int, int]:
     with stopwatch() as watch:
         initiator = Initiator.with_new_key(group, x, Mode.MUTUAL, runner=runner)
-        responder = Responder.with_new_key(group, y, Mode.MUTUAL, initiator.size, runner=runner)
+        responder = Responder.with_new_key(group, y, Mode.MUTUAL, runner=runner)
         run_locally(initiator, responder)
         found = len(initiator.matches())
         found_by_responder = len(responder.matches())

@@ -8,8 +8,8 @@ Glossary
     tag(P)    the first TAG_SIZE bytes of P's encoding
 
 Phases (I = `Initiator`, R = `Responder`; the transport carries the bytes):
-    1. Hello: I declares |X| (`Initiator.size`), R answers |Y|
-       (`Responder.size`, given to I by `Initiator.read_hello_reply`).
+    1. Hello: I declares |X| (`Initiator.size`, given to R by `Responder.read_hello`),
+       R answers |Y| (`Responder.size`, given to I by `Initiator.read_hello_reply`).
     2. I -> R: x_a, shuffled                      `Initiator.blinded_chunks()`
     3. R -> I: tag(x_ab) in received order        `Responder.evaluate(chunk)`
                                                   -> `Initiator.read_evaluated(chunk)`
@@ -46,6 +46,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
 from random import Random
+from typing import Self
 
 from crypto.batch import BatchRunner
 from crypto.errors import InvalidElement, ProtocolError
@@ -90,6 +91,37 @@ class _Party:
         self.size = len(self._positions)
         self._order = _permutation(self.size, self._rng)
 
+    @classmethod
+    def with_new_key(
+        cls,
+        group: Group,
+        points: bytes,
+        mode: Mode,
+        *,
+        runner: BatchRunner | None = None,
+        rng: Random | None = None,
+        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> Self:
+        """Creates a party with a fresh random session key."""
+        rng = rng or secrets.SystemRandom()
+        key = group.random_scalar(rng.randbytes)
+        return cls(group, points, mode, key, runner, rng, chunk_elements)
+
+    @classmethod
+    def from_key(
+        cls,
+        group: Group,
+        points: bytes,
+        mode: Mode,
+        key: bytes,
+        *,
+        runner: BatchRunner | None = None,
+        rng: Random | None = None,
+        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    ) -> Self:
+        """Creates a party with a given key; for deterministic tests only."""
+        return cls(group, points, mode, key, runner, rng, chunk_elements)
+
     def blinded_chunks(self) -> Iterator[bytes]:
         """Yields this party's points multiplied by its key, shuffled, in chunks."""
         shuffled = b"".join(
@@ -107,37 +139,6 @@ class _Party:
 
 class Initiator(_Party):
     """The party that asks: learns the intersection (or its size), reveals it in mutual mode."""
-
-    @classmethod
-    def with_new_key(
-        cls,
-        group: Group,
-        points: bytes,
-        mode: Mode,
-        *,
-        runner: BatchRunner | None = None,
-        rng: Random | None = None,
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-    ) -> Initiator:
-        """Creates an initiator with a fresh random session key."""
-        rng = rng or secrets.SystemRandom()
-        key = group.random_scalar(rng.randbytes)
-        return cls(group, points, mode, key, runner, rng, chunk_elements)
-
-    @classmethod
-    def from_key(
-        cls,
-        group: Group,
-        points: bytes,
-        mode: Mode,
-        key: bytes,
-        *,
-        runner: BatchRunner | None = None,
-        rng: Random | None = None,
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-    ) -> Initiator:
-        """Creates an initiator with a given key; for deterministic tests only."""
-        return cls(group, points, mode, key, runner, rng, chunk_elements)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -246,51 +247,22 @@ class Initiator(_Party):
 class Responder(_Party):
     """The party that answers: evaluates the initiator's set and sends its own."""
 
-    @classmethod
-    def with_new_key(
-        cls,
-        group: Group,
-        points: bytes,
-        mode: Mode,
-        peer_size: int,
-        *,
-        runner: BatchRunner | None = None,
-        rng: Random | None = None,
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-    ) -> Responder:
-        """Creates a responder with a fresh random session key."""
-        rng = rng or secrets.SystemRandom()
-        key = group.random_scalar(rng.randbytes)
-        return cls(group, points, mode, key, peer_size, runner, rng, chunk_elements)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.peer_size: int | None = None
+        self._x_ab = bytearray()  # tag(x_ab), in the order I sent x_a
+        self._y_ba = bytearray()  # tag(y_ba) revealed by I, in our order
 
-    @classmethod
-    def from_key(
-        cls,
-        group: Group,
-        points: bytes,
-        mode: Mode,
-        key: bytes,
-        peer_size: int,
-        *,
-        runner: BatchRunner | None = None,
-        rng: Random | None = None,
-        chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-    ) -> Responder:
-        """Creates a responder with a given key; for deterministic tests only."""
-        return cls(group, points, mode, key, peer_size, runner, rng, chunk_elements)
-
-    def __init__(self, group, points, mode, key, peer_size, runner, rng, chunk_elements) -> None:
-        super().__init__(group, points, mode, key, runner, rng, chunk_elements)
+    def read_hello(self, peer_size: int) -> None:
+        """Records the initiator's declared set size."""
         if peer_size < 0:
             raise ProtocolError(f"initiator declared a negative set size ({peer_size})")
         self.peer_size = peer_size
-        self._x_ab = bytearray()  # tag(x_ab), in the order I sent x_a
-        self._y_ba = bytearray()  # tag(y_ba) revealed by I, in our order
 
     @property
     def has_all_blinded(self) -> bool:
         """Whether every x_a the initiator declared has arrived."""
-        return len(self._x_ab) == self.peer_size * TAG_SIZE
+        return self.peer_size is not None and len(self._x_ab) == self.peer_size * TAG_SIZE
 
     @property
     def has_all_revealed(self) -> bool:
@@ -299,6 +271,8 @@ class Responder(_Party):
 
     def evaluate(self, chunk: bytes) -> bytes:
         """Reads x_a; returns tag(x_ab) to send now (mutual) or b"" (count: held back)."""
+        if self.peer_size is None:
+            raise ProtocolError("initiator's elements arrived before its hello")
         count = split_packed(chunk, "initiator's blinded chunk")
         if len(self._x_ab) // TAG_SIZE + count > self.peer_size:
             raise ProtocolError(
@@ -379,6 +353,7 @@ def _split_tags(tags: bytes) -> list[bytes]:
 
 def run_locally(initiator: Initiator, responder: Responder) -> None:
     """Carries every message between two parties in one process (tests, benchmarks)."""
+    responder.read_hello(initiator.size)
     initiator.read_hello_reply(responder.size)
     for chunk in initiator.blinded_chunks():
         initiator.read_evaluated(responder.evaluate(chunk))

@@ -45,9 +45,9 @@ class AnsweredSession:
             get_suite(request.suite),
             self.points.packed,
             Mode(request.mode),
-            request.set_size,
             runner=node.runner,
         )
+        self.party.read_hello(request.set_size)
         self._peer_labels = LabelBook()
         # Recorded at once, so refused-later and abandoned sessions count against the rate.
         with store.transaction():

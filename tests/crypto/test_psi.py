@@ -18,13 +18,18 @@ def points(group, values):
     return group.hash_batch([b"v%d" % v for v in values])
 
 
+def responder_for(group, packed, mode, peer_size):
+    responder = Responder.with_new_key(group, packed, mode)
+    responder.read_hello(peer_size)
+    return responder
+
+
 def session(group, xs, ys, mode, chunk_elements=5):
     initiator = Initiator.with_new_key(
         group, points(group, xs), mode, chunk_elements=chunk_elements
     )
-    initiator_size = initiator.size
     responder = Responder.with_new_key(
-        group, points(group, ys), mode, initiator_size, chunk_elements=chunk_elements
+        group, points(group, ys), mode, chunk_elements=chunk_elements
     )
     run_locally(initiator, responder)
     return initiator, responder
@@ -77,7 +82,7 @@ def test_count_mode_shuffles_the_responders_reply():
     group = SUITES["x25519-blake3"]
     xs = list(range(200))
     initiator = Initiator.with_new_key(group, points(group, xs), Mode.COUNT)
-    responder = Responder.with_new_key(group, points(group, xs), Mode.COUNT, initiator.size)
+    responder = responder_for(group, points(group, xs), Mode.COUNT, initiator.size)
     sent = b"".join(initiator.blinded_chunks())
     assert responder.evaluate(sent) == b""
     in_order = group.multiply(responder._key, sent)
@@ -106,7 +111,7 @@ def test_fresh_key_per_session_and_deterministic_from_key():
 
 @pytest.mark.parametrize("group", GROUPS, ids=ids)
 def test_bad_point_from_initiator_fails_cleanly(group):
-    responder = Responder.with_new_key(group, points(group, range(5)), Mode.MUTUAL, 3)
+    responder = responder_for(group, points(group, range(5)), Mode.MUTUAL, 3)
     chunk = points(group, [1]) + bytes(32) + points(group, [2])
     with pytest.raises(InvalidElement, match="element 1"):
         responder.evaluate(chunk)
@@ -125,7 +130,7 @@ def test_bad_point_from_responder_fails_cleanly(group):
 def test_sizes_beyond_declarations_are_refused():
     group = SUITES["x25519-blake3"]
     initiator = Initiator.with_new_key(group, points(group, range(3)), Mode.MUTUAL)
-    responder = Responder.with_new_key(group, points(group, range(3)), Mode.MUTUAL, 2)
+    responder = responder_for(group, points(group, range(3)), Mode.MUTUAL, 2)
     chunk = b"".join(initiator.blinded_chunks())
     with pytest.raises(ProtocolError, match="more than the 2 elements it declared"):
         responder.evaluate(chunk)
@@ -144,7 +149,7 @@ def test_results_before_completion_are_refused():
     initiator.read_hello_reply(3)
     with pytest.raises(ProtocolError, match="0 of its 3 declared"):
         initiator.matches()
-    responder = Responder.with_new_key(group, points(group, range(3)), Mode.COUNT, 3)
+    responder = responder_for(group, points(group, range(3)), Mode.COUNT, 3)
     with pytest.raises(ProtocolError, match="sent 0 of its 3"):
         responder.evaluated_rest()
     with pytest.raises(ProtocolError, match="no reveal"):
