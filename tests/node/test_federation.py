@@ -228,9 +228,24 @@ def hello(**fields: object) -> pb.InitiatorMessage:
         ([hello(suite="p256-sha256")], grpc.StatusCode.FAILED_PRECONDITION, "suite"),
         ([hello(protocol_version=2)], grpc.StatusCode.FAILED_PRECONDITION, "protocol version 2"),
         ([hello(set_size=10**9)], grpc.StatusCode.RESOURCE_EXHAUSTED, "exceeds the limit"),
+        (
+            [hello(), pb.InitiatorMessage(blinded=pb.Elements(packed=bytes(5 * 2**20)))],
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "larger than max",
+        ),
         ([hello(list="nope")], grpc.StatusCode.PERMISSION_DENIED, "'nope'"),
     ],
-    ids=["ragged", "bad-point", "oversend", "no-hello", "suite", "version", "oversized", "list"],
+    ids=[
+        "ragged",
+        "bad-point",
+        "oversend",
+        "no-hello",
+        "suite",
+        "version",
+        "oversized-set",
+        "oversized-message",
+        "list",
+    ],  # fmt: skip
 )
 def test_hostile_messages_are_refused_and_the_node_keeps_serving(
     fed: Federation, messages: list[pb.InitiatorMessage], code: grpc.StatusCode, reason: str
