@@ -164,6 +164,22 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX screen_cache_entries_tag ON screen_cache_entries(cache_id, tag);
     """,
+    # 2 -> 3: encoded entries keyed by (epoch, element) instead of (epoch, tag): a build
+    # then appends in element order instead of inserting at random tags (the responder
+    # never looks entries up by tag; a fetch sorts them). Epochs are dropped with their
+    # entries, so the next fetch builds a fresh epoch and initiators' caches go stale.
+    """
+    DELETE FROM screen_epochs;
+    DROP TABLE screen_entries;
+    CREATE TABLE screen_entries (
+        epoch_id INTEGER NOT NULL REFERENCES screen_epochs(id) ON DELETE CASCADE,
+        element_id INTEGER NOT NULL REFERENCES elements(id) ON DELETE CASCADE,
+        tag BLOB NOT NULL,
+        sealed_label BLOB NOT NULL,
+        PRIMARY KEY (epoch_id, element_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX screen_entries_element ON screen_entries(element_id);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -233,6 +249,9 @@ class Store:
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # 64 MiB page cache (allocated only as used): large ingests and encoded-set
+            # builds insert into indexes in random order.
+            conn.execute("PRAGMA cache_size=-65536")
             store = cls(conn, path)
             store._migrate()
         except sqlite3.DatabaseError as exc:

@@ -169,6 +169,7 @@ def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
         FROM elements e JOIN records r ON e.record_id = r.id
         LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
         WHERE r.list_id = ? AND s.element_id IS NULL
+        ORDER BY e.id
         """,
         (epoch.id, epoch.list_id),
     )
