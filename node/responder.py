@@ -109,7 +109,9 @@ class AnsweredSession:
             for pos, j in matches
         ]
         match_count = len({j for _, j in matches})
-        released = len(self.released_labels()[0]) if mutual else 0
+        released = 0
+        if self.policy.release_labels:  # what released_labels() sent, without a second match
+            released = len(LabelBook.of_matches(matches, self.points.labels)[0])
         with self.store.transaction() as conn:
             self.store.finish_session(self.request.session_id, "completed", match_count)
             self.store.add_hits(self.request.session_id, self.peer, "responder", hits)

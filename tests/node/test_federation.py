@@ -171,6 +171,15 @@ def test_node_without_a_federation_certificate_cannot_connect(fed: Federation) -
     assert proc.returncode == 1 and "TLS handshake" in proc.stderr
 
 
+def test_a_federation_member_cannot_answer_in_another_agencys_place(fed: Federation) -> None:
+    # stranger-nl believes customs-nl listens where police-nl does: police-nl's
+    # certificate does not name customs-nl, so the handshake fails.
+    fed.cli("peer", "add", fed.node("stranger-nl"), "--agency", "customs-nl",
+            "--address", fed.addresses["police-nl"])  # fmt: skip
+    proc = fed.match("stranger-nl", "customs-nl", "seizures", "targets", check=False)
+    assert proc.returncode == 1 and "TLS handshake" in proc.stderr
+
+
 def restart(fed: Federation, agency: str) -> None:
     assert fed.stop(agency) == 0
     fed.start(agency)
