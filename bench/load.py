@@ -6,7 +6,8 @@ BENCH_LOAD_USERS, default 8, locust users) with mutual sessions of 1,000 x
 the crypto-bound capacity of this machine: a mutual session costs 4,000
 scalar multiplications — 2,000 on the target node (y_b and x_ab) and 2,000 in
 the load generator (x_a and y_ba), which runs on the same cores — so the
-machine can complete at most cores / (4,000 x one multiplication) sessions/s.
+machine can complete at most 1 / (4,000 x one multiplication, measured with every
+core multiplying) sessions/s.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from bench.common import CORES, print_table, stopwatch
-from crypto.groups import get_suite
+from bench.common import CORES, multiplication_seconds, print_table
 from loadtests.run import aggregated, make_federation, run_locust, serve, stop
 
 __all__ = ["main"]
@@ -26,17 +26,9 @@ USERS = int(os.environ.get("BENCH_LOAD_USERS", "8"))
 SET_SIZE = 1000
 
 
-def _multiplication_seconds() -> float:
-    group = get_suite("x25519-blake3")
-    sample = group.hash_batch([b"load%d" % i for i in range(2000)])
-    with stopwatch() as watch:
-        group.multiply(group.random_scalar(), sample)
-    return watch.seconds / 2000
-
-
 def main() -> None:
     """Runs the load benchmark and prints its table."""
-    capacity = CORES / (4 * SET_SIZE * _multiplication_seconds())
+    capacity = 1 / (4 * SET_SIZE * multiplication_seconds("x25519-blake3"))
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="blindmatch-bench-load-") as tmp:
         root = Path(tmp)
@@ -72,7 +64,8 @@ def main() -> None:
         rows,
     )
     print(
-        f"capacity = {CORES} cores / (4,000 X25519 multiplications a session); the target does "
+        f"capacity = 1 / (4,000 X25519 multiplications a session, timed on all {CORES} cores at "
+        "once); the target does "
         "2,000 of them, the load generator (one locust process on the same cores) the other "
         "2,000.",
         flush=True,

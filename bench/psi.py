@@ -4,14 +4,14 @@ Side by side in one run: OpenMined PSI (P-256, single-threaded, its own
 hashing included), blindmatch's parties with each suite over a process pool on
 all cores (hashing excluded: a node hashes once at ingest and caches; shown on
 its own line), and the crypto floor: 4 scalar multiplications per element pair,
-at the single-core rate measured here, spread over all cores.
+at the rate measured here with every core multiplying (`bench.common`).
 """
 
 from __future__ import annotations
 
 import os
 
-from bench.common import CORES, print_table, stopwatch
+from bench.common import CORES, multiplication_seconds, print_table, stopwatch
 from crypto.batch import BatchRunner, new_process_pool
 from crypto.groups import SUITES, Group
 from crypto.psi import Initiator, Mode, Responder, run_locally
@@ -38,13 +38,9 @@ def _openmined(xs: list[bytes], ys: list[bytes]) -> tuple[float, int]:
     return watch.seconds, matches
 
 
-def _floor(group: Group, n: int) -> float:
-    """Seconds for 4n scalar multiplications at the single-core rate, over all cores."""
-    sample = group.hash_batch([b"floor%d" % i for i in range(2000)])
-    key = group.random_scalar()
-    with stopwatch() as watch:
-        group.multiply(key, sample)
-    return watch.seconds / 2000 * 4 * n / CORES
+def _floor(suite: str, n: int, runner: BatchRunner | None = None) -> float:
+    """Seconds for 4n scalar multiplications with every core multiplying."""
+    return multiplication_seconds(suite, runner) * 4 * n
 
 
 def _session(group: Group, runner: BatchRunner, x: bytes, y: bytes) -> tuple[float, int, int]:
@@ -71,7 +67,7 @@ def main() -> None:
             x = runner.hash(group.name, xs)
             y = runner.hash(group.name, ys)
         seconds, found, found_r = _session(group, runner, x, y)
-        floor = _floor(group, N)
+        floor = _floor(group.name, N, runner)
         rows.append(
             [
                 f"blindmatch {group.name}, session",

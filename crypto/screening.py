@@ -10,7 +10,8 @@ Glossary (RFC 9497 names, multiplicative notation as in crypto.oprf)
     k, K      the epoch key pair: derive_key_pair(seed, epoch_info(list, epoch), VOPRF)
     F(k, y)   the 64-byte PRF output SHA-512(... || H(y)^k || "Finalize")
     tag(y)    F(k, y)[:16]: what an encoded set holds per element
-    key(y)    HKDF-SHA256(ikm = F(k, y), salt = 32 zero bytes, info = LABEL_INFO), 32 bytes
+    key(y)    HKDF-Expand-SHA256(prk = F(k, y), info = LABEL_INFO, 32): F is already a
+              uniformly random 64-byte PRF output, so Extract is skipped (RFC 5869 §3.3)
     seal(y)   nonce (12 random bytes) || ChaCha20-Poly1305(key(y), nonce, label, aad = tag(y))
     r, B, E   the initiator's blinds, blinded elements H(x)^r and evaluated elements B^k
     pi        the batched DLEQ proof that log_G K == log_B E over the whole batch
@@ -70,8 +71,8 @@ NONCE_SIZE = 12
 MAX_BATCH = 4096
 """Largest batch one Screen call carries (and one proof covers)."""
 LABEL_INFO = b"blindmatch/v1 screening label"
+_EXPAND_INFO = LABEL_INFO + b"\x01"  # T(1) = HMAC(PRK, info || 0x01)
 _KEY_INFO = b"blindmatch/v1 screening "
-_HKDF_SALT = bytes(32)  # RFC 5869: no salt = HashLen zero bytes
 
 Rng = Callable[[int], bytes]
 _ELEMENT = oprf.ELEMENT_SIZE
@@ -93,17 +94,18 @@ def tag_of(output: bytes) -> bytes:
 
 
 def label_key(output: bytes) -> bytes:
-    """HKDF-SHA256(F, info=LABEL_INFO) to 32 bytes: the AEAD key of the entry's label."""
-    # RFC 5869 with one output block, spelled out: two C-speed HMACs per entry.
-    prk = hmac.digest(_HKDF_SALT, output, "sha256")
-    return hmac.digest(prk, LABEL_INFO + b"\x01", "sha256")
+    """HKDF-Expand-SHA256(F, info=LABEL_INFO) to 32 bytes: the AEAD key of the entry's label."""
+    # One output block of RFC 5869's Expand, spelled out: one C-speed HMAC per entry.
+    return hmac.digest(output, _EXPAND_INFO, "sha256")
 
 
 def seal_label(output: bytes, label: str, rng: Rng = os.urandom) -> bytes:
     """Seals `label` under the key derived from `output`: nonce || ciphertext || tag."""
-    nonce = rng(NONCE_SIZE)
-    aead = ChaCha20Poly1305(label_key(output))
-    return nonce + aead.encrypt(nonce, label.encode(), tag_of(output))
+    return _seal(output, label.encode(), rng(NONCE_SIZE))
+
+
+def _seal(output: bytes, label: bytes, nonce: bytes) -> bytes:
+    return nonce + ChaCha20Poly1305(label_key(output)).encrypt(nonce, label, tag_of(output))
 
 
 def open_label(output: bytes, sealed: bytes) -> str:
@@ -131,9 +133,10 @@ def encode_entries(
     if len(labels) != len(outputs):
         raise ProtocolError(f"{len(outputs)} elements but {len(labels)} labels")
     tags = b"".join(o[:TAG_SIZE] for o in outputs)
+    nonces = rng(NONCE_SIZE * len(outputs))  # one call: ~0.5 µs saved per entry
     sealed = [
-        seal_label(o, label, rng) if label else b""
-        for o, label in zip(outputs, labels, strict=True)
+        _seal(o, label.encode(), nonces[i * NONCE_SIZE : (i + 1) * NONCE_SIZE]) if label else b""
+        for i, (o, label) in enumerate(zip(outputs, labels, strict=True))
     ]
     return tags, sealed
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import secrets
+import sqlite3
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto import screening
+from crypto.batch import BatchRunner
 from node import audit
 from node.context import NodeContext
 from node.errors import (
@@ -163,21 +165,19 @@ def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
 def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
     """Encodes every element of the list without an entry for `epoch`; returns how many."""
     sk, _ = epoch.key_pair()
+    runner = node.runner
+    # Streamed in order (`+r.list_id`: SQLite scans records by id instead of sorting the
+    # whole list first), so entries are appended in element order.
     cursor = store.conn.execute(
         """
         SELECT e.id, e.element, e.point_ristretto, r.label
-        FROM elements e JOIN records r ON e.record_id = r.id
+        FROM records r JOIN elements e ON e.record_id = r.id
         LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
-        WHERE r.list_id = ? AND s.element_id IS NULL
-        ORDER BY e.id
+        WHERE +r.list_id = ? AND s.element_id IS NULL
+        ORDER BY r.id, e.id
         """,
         (epoch.id, epoch.list_id),
     )
-    rows = cursor.fetchall()
-    runner = node.runner
-    step = _BUILD_ROWS
-    if runner.executor is not None:  # keep every worker busy, even on small lists
-        step = max(256, min(step, -(-len(rows) // (2 * runner.workers))))
     pending: collections.deque[tuple[list[int], Future[tuple[bytes, list[bytes]]]]] = (
         collections.deque()
     )
@@ -194,9 +194,8 @@ def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
                 ),
             )
 
-    for start in range(0, len(rows), step):
-        part = rows[start : start + step]
-        ids = [r[0] for r in part]
+    encoded = 0
+    for part in _tasks(cursor, _unencoded_count(store, epoch), runner):
         future = runner.submit(
             screening.encode_entries,
             sk,
@@ -204,12 +203,52 @@ def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
             b"".join(r[2] for r in part),
             [r[3] for r in part],
         )
-        pending.append((ids, future))
+        pending.append(([r[0] for r in part], future))
+        encoded += len(part)
         while len(pending) > 2 * runner.workers:
             write(*_popped(pending))
     while pending:
         write(*_popped(pending))
-    return len(rows)
+    return encoded
+
+
+def _unencoded_count(store: Store, epoch: Epoch) -> int:
+    (elements,) = store.conn.execute(
+        "SELECT count(*) FROM records r JOIN elements e ON e.record_id = r.id WHERE r.list_id = ?",
+        (epoch.list_id,),
+    ).fetchone()
+    (entries,) = store.conn.execute(
+        "SELECT count(*) FROM screen_entries WHERE epoch_id = ?", (epoch.id,)
+    ).fetchone()
+    return max(0, int(elements) - int(entries))
+
+
+def _tasks(cursor: sqlite3.Cursor, remaining: int, runner: BatchRunner) -> Iterator[list[Any]]:
+    """The rows to encode, split into worker tasks that shrink towards the end of the list.
+
+    The first tasks are read at once, so the workers start; the rest in one read while they
+    work, so no read is open on the connection while entries are written (it would hold
+    the WAL back and slow every write).
+    """
+    for _ in range(runner.workers):
+        part = cursor.fetchmany(_task_size(remaining, runner))
+        if not part:
+            return
+        remaining -= len(part)
+        yield part
+    rows = cursor.fetchall()
+    start = 0
+    while start < len(rows):
+        size = _task_size(len(rows) - start, runner)
+        yield rows[start : start + size]
+        start += size
+
+
+def _task_size(remaining: int, runner: BatchRunner) -> int:
+    """Elements for the next worker task: a share of what is left, between 256 and 20,000."""
+    if runner.executor is None:
+        return _BUILD_ROWS
+    return max(256, min(_BUILD_ROWS, -(-remaining // (2 * runner.workers))))
 
 
 def _popped(

@@ -7,7 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,9 +49,9 @@ def test_epoch_keys_are_voprf_derive_key_pair_and_differ_by_list_and_epoch() -> 
     assert screening.epoch_key_pair(SEED, "wl2", 7)[0] != sk
 
 
-def test_label_key_is_hkdf_sha256() -> None:
+def test_label_key_is_hkdf_expand_sha256() -> None:
     output = hashlib.sha512(b"x").digest()
-    expected = HKDF(hashes.SHA256(), 32, None, screening.LABEL_INFO).derive(output)
+    expected = HKDFExpand(hashes.SHA256(), 32, screening.LABEL_INFO).derive(output)
     assert screening.label_key(output) == expected
 
 

@@ -6,19 +6,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from crypto import oprf, screening
 from crypto.batch import BatchRunner
 from node import audit
 from node.config import NodeConfig, PeerPolicy, write_config
 from node.context import NodeContext
 from node.errors import LimitExceeded, PeerError, PolicyDenied
 from node.ingest import ingest_file
-from node.screening import LocalTransport, current_epoch, rotate_epoch, run_screen
+from node.screening import (
+    LocalTransport,
+    build_encoded_list,
+    current_epoch,
+    rotate_epoch,
+    run_screen,
+)
 from tests.conftest import MakeNode
 from tests.federation import Federation
 
@@ -232,6 +240,32 @@ def test_tampered_proof_fails_the_query(pair: Any) -> None:
     with customs.open_store() as store:
         assert store.hits() == []
         assert store.sessions()[-1]["status"] == "failed"
+
+
+def test_build_over_a_pool_encodes_every_element_once(pair: Any, tmp_path: Path) -> None:
+    """Thousands of elements in shrinking worker tasks: one entry each, tag = Finalize[:16]."""
+    police, _ = pair
+    (tmp_path / "big.csv").write_text(
+        "ref,passport,label\n" + "".join(f"B-{i},NLD:X{i:07d},case {i}\n" for i in range(3000))
+    )
+    with ProcessPoolExecutor(2) as pool, police.open_store() as store:
+        police = dataclasses.replace(police, runner=BatchRunner(pool, workers=2))
+        ingest_file(store, tmp_path / "big.csv", "big", police.config.canon_context(),
+                    police.audit_key, executor=None)  # fmt: skip
+        epoch = rotate_epoch(police, store, "big", "op")
+        assert build_encoded_list(police, store, epoch) == 3000
+        assert build_encoded_list(police, store, epoch) == 0  # nothing left to encode
+        sk, _ = epoch.key_pair()
+        rows = store.conn.execute(
+            "SELECT e.element, s.tag, s.sealed_label FROM screen_entries s "
+            "JOIN elements e ON e.id = s.element_id WHERE s.epoch_id = ?",
+            (epoch.id,),
+        ).fetchall()
+        assert len({element for element, _, _ in rows}) == len(rows) == 3000
+        for element, tag, sealed in rows[::97]:
+            output = oprf.evaluate(sk, element, oprf.MODE_VOPRF)
+            assert tag == screening.tag_of(output)
+            assert screening.open_label(output, sealed).startswith("case ")
 
 
 def test_epoch_schedule_in_config_is_validated(node: NodeConfig) -> None:
