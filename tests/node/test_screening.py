@@ -122,6 +122,70 @@ def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: P
         fed.cli("audit", "verify", tmp_path / agency)
 
 
+def test_hostile_screen_requests_are_refused_and_change_nothing(tmp_path: Path) -> None:
+    """Malformed, oversized and stale Screen calls over real mTLS: a clear status each, no
+    budget charged, and the node keeps answering."""
+    import grpc
+
+    from node.client import open_channel
+    from node.generated.blindmatch.v1 import matching_pb2 as pb
+    from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
+
+    fed = _federation(tmp_path)
+    try:
+        fed.start("police-nl")
+        config = NodeConfig.load(fed.node("customs-nl"))
+        with open_channel(config, "police-nl", fed.addresses["police-nl"]) as channel:
+            stub = pb_grpc.MatchingStub(channel)
+
+            def fetch(list_name: str) -> pb.EncodedListChunk:
+                request = pb.FetchEncodedListRequest(
+                    protocol_version=1, list=list_name, purpose="hostile test"
+                )
+                return next(iter(stub.FetchEncodedList(request, timeout=30)))
+
+            with pytest.raises(grpc.RpcError) as caught:
+                fetch("nope")
+            assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+            assert "'nope'" in (caught.value.details() or "")
+            header = fetch("wl")
+
+            def screen(blinded: bytes, **fields: object) -> grpc.RpcError:
+                values: dict[str, object] = dict(
+                    protocol_version=1, session_id="ab" * 16, list="wl", epoch=header.epoch,
+                    list_version=header.list_version, purpose="hostile test", blinded=blinded,
+                )  # fmt: skip
+                values.update(fields)
+                with pytest.raises(grpc.RpcError) as caught:
+                    stub.Screen(pb.ScreenRequest(**values), timeout=30)  # type: ignore[arg-type]
+                return caught.value
+
+            cases = [
+                (screen(b"\x01" * 33), grpc.StatusCode.INVALID_ARGUMENT, "32-byte elements"),
+                (screen(b""), grpc.StatusCode.INVALID_ARGUMENT, "1 to 4,096"),
+                (screen(bytes(32 * 4097)), grpc.StatusCode.INVALID_ARGUMENT, "1 to 4,096"),
+                (screen(b"\xff" * 64), grpc.StatusCode.INVALID_ARGUMENT, "blinded element 0"),
+                (screen(bytes(32)), grpc.StatusCode.INVALID_ARGUMENT, "the identity element"),
+                (screen(bytes(64), epoch=header.epoch + 1), grpc.StatusCode.FAILED_PRECONDITION,
+                 "fetch the encoded list again"),
+                (screen(bytes(64), protocol_version=2), grpc.StatusCode.FAILED_PRECONDITION,
+                 "protocol version 2"),
+                (screen(bytes(64), purpose=""), grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
+            ]  # fmt: skip
+            for error, code, reason in cases:
+                assert error.code() is code, (error.code(), error.details())
+                assert reason in (error.details() or ""), error.details()
+        conn = sqlite3.connect(tmp_path / "police-nl" / "store.sqlite")
+        assert conn.execute("SELECT count(*) FROM screen_usage").fetchone() == (0,)
+        conn.close()
+        refused = [b for e, b in _audit_events(tmp_path / "police-nl") if e == "screen.refused"]
+        assert len(refused) == len(cases) + 1  # and the unknown list's fetch
+        screen_result = _match(fed, "screen")  # the node keeps serving
+        assert screen_result["match_count"] == 4
+    finally:
+        fed.close()
+
+
 # -- in-process: a responder and an initiator context over LocalTransport --------------------
 
 
