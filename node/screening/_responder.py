@@ -6,7 +6,10 @@ screening " || list || 0x00 || u64(epoch). The epoch number is the row id, never
 reused. `current_epoch` rotates lazily when the epoch is older than the node's
 `screen_epoch_hours`, and brings the encoded set up to date with the list: only
 elements without an entry for the epoch are encoded (entries die with their element,
-`ON DELETE CASCADE`), over all cores. `rotate_epoch` (also `blindmatch epoch rotate`)
+`ON DELETE CASCADE`), over all cores. Several processes may serve one store
+(`serve --workers`): whether a rotation is due is decided again inside its write
+transaction, so only one of them rotates, and a build whose epoch another process
+rotated away starts again on the new one. `rotate_epoch` (also `blindmatch epoch rotate`)
 makes a new epoch and deletes the old ones and their entries. Labels are sealed for
 every labelled element; a peer whose policy withholds labels gets the tags only.
 `answer_screen` charges the peer's budget of items per UTC day (`screen_usage`) and
@@ -55,6 +58,7 @@ __all__ = [
 SUITE = "ristretto255-sha512"
 CHUNK_ENTRIES = 4096
 _BUILD_ROWS = 20_000  # elements per worker task when encoding
+_BUILD_ATTEMPTS = 3  # builds restarted because another process rotated the epoch
 _build_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
 _build_locks_guard = threading.Lock()
 
@@ -107,35 +111,60 @@ def rotate_epoch(
     node: NodeContext, store: Store, list_name: str, operator: str, reason: str = "manual"
 ) -> Epoch:
     """Starts a new key epoch for a list, deleting the old ones; audits "epoch.rotated"."""
-    list_id, _, _ = list_row(store, list_name)
+    list_row(store, list_name)  # NotFound before any write
+    with store.transaction() as conn:
+        return _rotate(node, conn, list_name, operator, reason)
+
+
+def _rotate(
+    node: NodeContext, conn: sqlite3.Connection, list_name: str, operator: str, reason: str
+) -> Epoch:
+    (list_id,) = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
     seed = secrets.token_bytes(32)
     now = node.now().isoformat(timespec="seconds")
-    with store.transaction() as conn:
-        old = [
-            r[0] for r in conn.execute("SELECT id FROM screen_epochs WHERE list_id = ?", (list_id,))
-        ]
-        cursor = conn.execute(
-            "INSERT INTO screen_epochs (list_id, seed, public_key, list_version, created_at) "
-            "VALUES (?, ?, ?, -1, ?)",
-            (list_id, seed, b"", now),
-        )
-        epoch_id = int(cursor.lastrowid or 0)
-        _, public_key = screening.epoch_key_pair(seed, list_name, epoch_id)
-        conn.execute("UPDATE screen_epochs SET public_key = ? WHERE id = ?", (public_key, epoch_id))
-        conn.execute("DELETE FROM screen_epochs WHERE list_id = ? AND id != ?", (list_id, epoch_id))
-        audit.append(
-            conn,
-            node.audit_key,
-            "epoch.rotated",
-            {
-                "operator": operator,
-                "list": list_name,
-                "epoch": epoch_id,
-                "previous": old[-1] if old else None,
-                "reason": reason,
-            },
-        )
+    old = [r[0] for r in conn.execute("SELECT id FROM screen_epochs WHERE list_id = ?", (list_id,))]
+    cursor = conn.execute(
+        "INSERT INTO screen_epochs (list_id, seed, public_key, list_version, created_at) "
+        "VALUES (?, ?, ?, -1, ?)",
+        (list_id, seed, b"", now),
+    )
+    epoch_id = int(cursor.lastrowid or 0)
+    _, public_key = screening.epoch_key_pair(seed, list_name, epoch_id)
+    conn.execute("UPDATE screen_epochs SET public_key = ? WHERE id = ?", (public_key, epoch_id))
+    conn.execute("DELETE FROM screen_epochs WHERE list_id = ? AND id != ?", (list_id, epoch_id))
+    audit.append(
+        conn,
+        node.audit_key,
+        "epoch.rotated",
+        {
+            "operator": operator,
+            "list": list_name,
+            "epoch": epoch_id,
+            "previous": old[-1] if old else None,
+            "reason": reason,
+        },
+    )
     return Epoch(epoch_id, list_id, list_name, seed, public_key, -1, now)
+
+
+def _due(node: NodeContext, epoch: Epoch | None) -> bool:
+    if epoch is None:
+        return True
+    age = node.now() - dt.datetime.fromisoformat(epoch.created_at)
+    return age >= dt.timedelta(hours=node.config.screen_epoch_hours)
+
+
+def _epoch_when_due_rotated(node: NodeContext, store: Store, list_name: str) -> Epoch:
+    """The current epoch, rotated first if due: decided inside the write transaction, so of
+    several processes serving one store (`serve --workers`) only one rotates."""
+    epoch = _epoch(store, list_name)
+    if epoch is not None and not _due(node, epoch):
+        return epoch
+    with store.transaction() as conn:
+        epoch = _epoch(store, list_name)
+        if epoch is not None and not _due(node, epoch):
+            return epoch
+        return _rotate(node, conn, list_name, "node", "first use" if epoch is None else "schedule")
 
 
 def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
@@ -145,21 +174,27 @@ def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
     with _build_locks_guard:
         lock = _build_locks[key]
     with lock:  # one builder per list in this process; others wait for its result
-        epoch = _epoch(store, list_name)
-        if epoch is None:
-            epoch = rotate_epoch(node, store, list_name, "node", reason="first use")
-        else:
-            age = node.now() - dt.datetime.fromisoformat(epoch.created_at)
-            if age >= dt.timedelta(hours=node.config.screen_epoch_hours):
-                epoch = rotate_epoch(node, store, list_name, "node", reason="schedule")
-        if epoch.list_version != version:
-            build_encoded_list(node, store, epoch)
+        for _ in range(_BUILD_ATTEMPTS):
+            epoch = _epoch_when_due_rotated(node, store, list_name)
+            if epoch.list_version == version:
+                return epoch
+            try:
+                build_encoded_list(node, store, epoch)
+            except _EpochGone:  # rotated by another process meanwhile: build the new one
+                continue
             with store.transaction() as conn:
                 conn.execute(
                     "UPDATE screen_epochs SET list_version = ? WHERE id = ?", (version, epoch.id)
                 )
-            epoch = _epoch(store, list_name) or epoch
-    return epoch
+            return _epoch(store, list_name) or epoch
+    raise StaleEpoch(
+        f"list {list_name!r} changed key epoch {_BUILD_ATTEMPTS} times while its encoded set "
+        "was being built; try again"
+    )
+
+
+class _EpochGone(Exception):
+    """The epoch being built was deleted by a rotation in another process."""
 
 
 def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
@@ -185,6 +220,11 @@ def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
     def write(ids: list[int], result: tuple[bytes, list[bytes]]) -> None:
         tags, sealed = result
         with store.transaction() as conn:
+            if (
+                conn.execute("SELECT 1 FROM screen_epochs WHERE id = ?", (epoch.id,)).fetchone()
+                is None
+            ):
+                raise _EpochGone
             conn.executemany(
                 "INSERT OR IGNORE INTO screen_entries (epoch_id, tag, element_id, sealed_label) "
                 "VALUES (?, ?, ?, ?)",

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
 import sqlite3
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -330,6 +331,64 @@ def test_build_over_a_pool_encodes_every_element_once(pair: Any, tmp_path: Path)
             output = oprf.evaluate(sk, element, oprf.MODE_VOPRF)
             assert tag == screening.tag_of(output)
             assert screening.open_label(output, sealed).startswith("case ")
+
+
+class _RotatingElsewhere(Executor):
+    """Runs tasks in-process; before the first, a second connection rotates the epoch, as
+    another process serving the same store (`serve --workers`) or `epoch rotate` would."""
+
+    def __init__(self, node: NodeContext, list_name: str) -> None:
+        self.node, self.list_name, self.rotated = node, list_name, False
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if not self.rotated:
+            self.rotated = True
+            with self.node.open_store() as other:
+                rotate_epoch(self.node, other, self.list_name, "another process")
+        future: Future[Any] = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def test_build_restarts_on_the_epoch_another_process_rotated_to(pair: Any) -> None:
+    police, _ = pair
+    police.runner = BatchRunner(_RotatingElsewhere(police, "wl"), workers=1)
+    with police.open_store() as store:
+        epoch = current_epoch(police, store, "wl")
+        rotations = [b for e, b in _audit_events(police.config.node_dir) if e == "epoch.rotated"]
+        assert [r["operator"] for r in rotations] == ["node", "another process"]
+        assert epoch.id == rotations[-1]["epoch"]  # the build moved to the new epoch
+        assert store.conn.execute(
+            "SELECT epoch_id, count(*) FROM screen_entries GROUP BY epoch_id"
+        ).fetchall() == [(epoch.id, 7)]
+
+
+def _first_epoch(node_dir: Path, list_name: str, start: Any) -> int:
+    node = NodeContext.load(node_dir, BatchRunner())
+    start.wait()
+    with node.open_store() as store:
+        return current_epoch(node, store, list_name).id
+
+
+def test_processes_serving_one_store_agree_on_one_new_epoch(pair: Any, tmp_path: Path) -> None:
+    police, _ = pair
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
+        for round_ in range(4):
+            name = f"wl{round_}"
+            (tmp_path / f"{name}.csv").write_text(RESPONDER_LIST)
+            with police.open_store() as store:
+                ingest_file(store, tmp_path / f"{name}.csv", name, police.config.canon_context(),
+                            police.audit_key, executor=None)  # fmt: skip
+            start = manager.Barrier(2)
+            futures = [
+                pool.submit(_first_epoch, police.config.node_dir, name, start) for _ in range(2)
+            ]
+            first, second = (f.result(timeout=60) for f in futures)
+            assert first == second
+            rotations = [b for e, b in _audit_events(police.config.node_dir)
+                         if e == "epoch.rotated" and b["list"] == name]  # fmt: skip
+            assert len(rotations) == 1
 
 
 def test_epoch_schedule_in_config_is_validated(node: NodeConfig) -> None:
