@@ -47,7 +47,7 @@ def stopwatch() -> Iterator[Stopwatch]:
 
 
 def median_time(fn: Callable[[], object], runs: int) -> float:
-    """Median wall-clock seconds of `runs` calls of `fn` (floors use it: the machine is shared)."""
+    """Median wall-clock seconds of `runs` calls of `fn`."""
     times = []
     for _ in range(runs):
         with stopwatch() as watch:
