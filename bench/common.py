@@ -1,7 +1,7 @@
 """Timing and reporting shared by the benchmarks: ratios measured side by side in one run.
 
 Floors are rates measured with every core busy at once (`multiplication_seconds`), not
-one core's rate divided by the cores: on this shared machine two busy vCPUs run 5-15%
+one core's rate divided by the cores: on this shared machine two busy vCPUs run up to 15%
 slower than twice one, and a one-core sample swung from 57 to 77 µs between runs while
 the 40-second builds it was the floor of did not.
 """
