@@ -98,6 +98,13 @@ def tags_of(points: bytes) -> bytes:
     return b"".join(points[i : i + TAG_SIZE] for i in range(0, len(points), ELEMENT_SIZE))
 
 
+def _invalid_ristretto(index: int) -> InvalidElement:
+    return InvalidElement(
+        f"element {index} is not a valid ristretto255 point "
+        "(non-canonical encoding or the identity)"
+    )
+
+
 class Ristretto255Sha512:
     """ristretto255 with RFC 9497's HashToGroup (SHA-512); libsodium arithmetic."""
 
@@ -132,10 +139,7 @@ class Ristretto255Sha512:
             except RuntimeError:
                 # libsodium refuses non-canonical encodings, points off the
                 # group and the identity; the scalar is ours and non-zero.
-                raise InvalidElement(
-                    f"element {i // ELEMENT_SIZE} is not a valid ristretto255 point "
-                    "(non-canonical encoding or the identity)"
-                ) from None
+                raise _invalid_ristretto(i // ELEMENT_SIZE) from None
         return bytes(out)
 
     def invert_scalar(self, scalar: bytes) -> bytes:
@@ -148,10 +152,7 @@ class Ristretto255Sha512:
         for i in range(0, len(points), ELEMENT_SIZE):
             point = points[i : i + ELEMENT_SIZE]
             if point == self._IDENTITY or not rbcl.crypto_core_ristretto255_is_valid_point(point):
-                raise InvalidElement(
-                    f"element {i // ELEMENT_SIZE} is not a valid ristretto255 point "
-                    "(non-canonical encoding or the identity)"
-                )
+                raise _invalid_ristretto(i // ELEMENT_SIZE)
 
 
 # Curve25519 field prime, and the u-coordinates of the points of small order

@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import rbcl
 
@@ -416,15 +417,7 @@ def finalize_batch(
     blinds = _split(packed_blinds)
     for i, r in enumerate(blinds):
         _check_scalar(r, _where("blind", i, count))
-    outputs = []
-    for i, (x, inverse) in enumerate(zip(inputs, _invert_batch(blinds), strict=True)):
-        element = packed_evaluated[i * ELEMENT_SIZE : (i + 1) * ELEMENT_SIZE]
-        try:
-            unblinded = _mul(inverse, element)
-        except RuntimeError:
-            raise _element_error(element, _where("evaluated element", i, count)) from None
-        outputs.append(_finalize_hash(x, unblinded))
-    return outputs
+    return _finalized(inputs, _invert_batch(blinds), packed_evaluated, "evaluated element")
 
 
 # ---------------------------------------------------------------------------------------
@@ -446,15 +439,23 @@ def evaluate_batch(sk: bytes, inputs: Sequence[bytes], mode: int = MODE_OPRF) ->
 def evaluate_points(sk: bytes, inputs: Sequence[bytes], packed_points: bytes) -> list[bytes]:
     """Returns F(sk, x) for each input, given its cached point H(x) in `packed_points`."""
     _check_scalar(sk, "secret key")
-    count = _same_count(("inputs", len(inputs)), ("points", _count(packed_points, "points")))
+    _same_count(("inputs", len(inputs)), ("points", _count(packed_points, "points")))
+    return _finalized(inputs, itertools.repeat(sk), packed_points, "point")
+
+
+def _finalized(
+    inputs: Sequence[bytes], scalars: Iterable[bytes], packed: bytes, what: str
+) -> list[bytes]:
+    """Finalize(x, scalar * element) for each input and packed element (counts checked)."""
+    count = len(inputs)
     outputs = []
-    for i, x in enumerate(inputs):
-        point = packed_points[i * ELEMENT_SIZE : (i + 1) * ELEMENT_SIZE]
+    for i, (x, scalar) in enumerate(zip(inputs, scalars, strict=False)):  # scalars may repeat
+        element = packed[i * ELEMENT_SIZE : (i + 1) * ELEMENT_SIZE]
         try:
-            element = _mul(sk, point)
+            product = _mul(scalar, element)
         except RuntimeError:
-            raise _element_error(point, _where("point", i, count)) from None
-        outputs.append(_finalize_hash(x, element))
+            raise _element_error(element, _where(what, i, count)) from None
+        outputs.append(_finalize_hash(x, product))
     return outputs
 
 

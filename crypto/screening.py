@@ -166,15 +166,11 @@ def _count(packed: bytes, what: str) -> int:
     return len(packed) // _ELEMENT
 
 
-def _blind_slice(points: bytes) -> tuple[bytes, bytes]:
-    return oprf.blind_points(points)
-
-
 def blind(packed_points: bytes, runner: BatchRunner | None = None) -> tuple[bytes, bytes]:
     """Blinds cached points H(x) with fresh blinds: returns (packed rs, packed Bs)."""
     count = _count(packed_points, "points")
     parts = [
-        _run(runner, _blind_slice, packed_points[a * _ELEMENT : b * _ELEMENT])
+        _run(runner, oprf.blind_points, packed_points[a * _ELEMENT : b * _ELEMENT])
         for a, b in _slices(count, runner)
     ]
     results = [p.result() for p in parts]

@@ -111,15 +111,19 @@ def rotate_epoch(
     node: NodeContext, store: Store, list_name: str, operator: str, reason: str = "manual"
 ) -> Epoch:
     """Starts a new key epoch for a list, deleting the old ones; audits "epoch.rotated"."""
-    list_row(store, list_name)  # NotFound before any write
+    list_id, _, _ = list_row(store, list_name)
     with store.transaction() as conn:
-        return _rotate(node, conn, list_name, operator, reason)
+        return _rotate(node, conn, list_id, list_name, operator, reason)
 
 
 def _rotate(
-    node: NodeContext, conn: sqlite3.Connection, list_name: str, operator: str, reason: str
+    node: NodeContext,
+    conn: sqlite3.Connection,
+    list_id: int,
+    list_name: str,
+    operator: str,
+    reason: str,
 ) -> Epoch:
-    (list_id,) = conn.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
     seed = secrets.token_bytes(32)
     now = node.now().isoformat(timespec="seconds")
     old = [r[0] for r in conn.execute("SELECT id FROM screen_epochs WHERE list_id = ?", (list_id,))]
@@ -147,35 +151,34 @@ def _rotate(
     return Epoch(epoch_id, list_id, list_name, seed, public_key, -1, now)
 
 
-def _due(node: NodeContext, epoch: Epoch | None) -> bool:
-    if epoch is None:
-        return True
+def _due(node: NodeContext, epoch: Epoch) -> bool:
     age = node.now() - dt.datetime.fromisoformat(epoch.created_at)
     return age >= dt.timedelta(hours=node.config.screen_epoch_hours)
 
 
-def _epoch_when_due_rotated(node: NodeContext, store: Store, list_name: str) -> Epoch:
-    """The current epoch, rotated first if due: decided inside the write transaction, so of
-    several processes serving one store (`serve --workers`) only one rotates."""
-    epoch = _epoch(store, list_name)
+def _epoch_when_due_rotated(node: NodeContext, store: Store, list_id: int, list_name: str) -> Epoch:
+    """The current epoch, rotated first if due: decided again inside the write transaction,
+    so of several processes serving one store (`serve --workers`) only one rotates."""
+    epoch = _epoch(store, list_name)  # read first: the usual case takes no write lock
     if epoch is not None and not _due(node, epoch):
         return epoch
     with store.transaction() as conn:
         epoch = _epoch(store, list_name)
         if epoch is not None and not _due(node, epoch):
             return epoch
-        return _rotate(node, conn, list_name, "node", "first use" if epoch is None else "schedule")
+        reason = "first use" if epoch is None else "schedule"
+        return _rotate(node, conn, list_id, list_name, "node", reason)
 
 
 def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
     """The list's current epoch, rotated if due and with its encoded set up to date."""
-    _, version, _ = list_row(store, list_name)
+    list_id, version, _ = list_row(store, list_name)
     key = (str(node.config.node_dir), list_name)
     with _build_locks_guard:
         lock = _build_locks[key]
     with lock:  # one builder per list in this process; others wait for its result
         for _ in range(_BUILD_ATTEMPTS):
-            epoch = _epoch_when_due_rotated(node, store, list_name)
+            epoch = _epoch_when_due_rotated(node, store, list_id, list_name)
             if epoch.list_version == version:
                 return epoch
             try:
