@@ -28,8 +28,8 @@ from bench.psi import _floor, _openmined, _sets
 from crypto.batch import BatchRunner, new_process_pool
 from loadtests.run import serve, stop
 from node.client import run_match
-from node.context import NodeContext
-from node.demo import blindmatch, free_port
+from node.setup.context import NodeContext
+from node.cli.demo import blindmatch, free_port
 
 __all__ = ["main"]
 

@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from bench.common import CORES, on_all_cores, print_table, stopwatch
-from node.identifiers import CanonContext, canonical_elements
-from node.sample import write_csv
+from node.data.identifiers import CanonContext, canonical_elements
+from node.data.sample import write_csv
 
 __all__ = ["main"]
 

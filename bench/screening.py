@@ -27,11 +27,11 @@ from types import MappingProxyType
 
 from bench.common import CORES, multiplication_seconds, print_table, stopwatch
 from crypto.batch import BatchRunner, new_process_pool
-from node import pki
-from node.config import NodeConfig, PeerPolicy, write_config
-from node.context import NodeContext
+from node.setup import pki
+from node.setup.config import NodeConfig, PeerPolicy, write_config
+from node.setup.context import NodeContext
 from node.screening import LocalTransport, current_epoch, rotate_epoch, run_screen
-from node.store import Store, utc_now
+from node.data.store import Store, utc_now
 
 N = int(os.environ.get("BENCH_SCREEN_N", "1000000"))
 QUERY = 1000

@@ -7,15 +7,25 @@ in order; batches below `min_parallel` elements run in-process, where shipping
 them to a worker would cost more than it saves. The work functions are
 module-level and name the suite by string, so they pickle to any executor
 (a local process pool, or a Dask cluster's `client.get_executor()`).
+
+`new_process_pool` starts all its workers before it returns. They ignore
+SIGINT, so Ctrl-C is the creating process's alone to handle, and they exit
+when that process dies, even by SIGKILL.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import select
+import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from multiprocessing.synchronize import Barrier
 from typing import Any, TypeVar
 
 from crypto.groups import ELEMENT_SIZE, get_suite
@@ -24,11 +34,111 @@ __all__ = ["BatchRunner", "new_process_pool"]
 
 T = TypeVar("T")
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_POLL_SECONDS = 0.5  # creator checks where pidfd_open is missing
+_START_TIMEOUT = 120.0  # only a worker stuck while starting gets near this
 
-def new_process_pool(workers: int | None = None, start_method: str = "forkserver") -> Executor:
-    """Returns a process pool for batches; `forkserver` stays safe after gRPC has started."""
+_started: Barrier | None = None  # in a worker, from `_init_worker` until `_wait_started`
+
+
+def new_process_pool(workers: int | None = None, start_method: str = "fork") -> Executor:
+    """Returns a process pool for batches, every worker started and ready.
+
+    Call it before any gRPC channel or server exists in this process: with
+    "fork" the workers are forked here, from the calling thread, and a fork
+    once gRPC's threads run can deadlock the child. "forkserver" and "spawn"
+    are safe at any time but start workers more slowly.
+
+    Workers ignore SIGINT: on Ctrl-C, catch `KeyboardInterrupt` and call
+    `shutdown(cancel_futures=True)`. They exit when this process dies. With
+    "fork" and "spawn" the kernel also kills them when the calling thread ends
+    (PR_SET_PDEATHSIG follows the forking thread), so call it from a thread
+    that outlives the pool, normally the main thread.
+    """
+    count = workers or os.cpu_count() or 1
     context = multiprocessing.get_context(start_method)
-    return ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=context)
+    started = context.Barrier(count)
+    pool = ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(os.getpid(), started),
+    )
+    try:
+        # Each task holds its worker until `count` of them run at once, so no
+        # worker is idle when the next is submitted: every submit starts a new
+        # worker (with "fork", the first starts all), and we return only when
+        # each has run `_init_worker`. Nothing is forked later, from another thread.
+        for future in [pool.submit(_wait_started) for _ in range(count)]:
+            future.result()
+    except BaseException:  # a worker failed to start, or Ctrl-C: don't leave them waiting
+        started.abort()
+        pool.shutdown(cancel_futures=True)
+        raise
+    return pool
+
+
+def _init_worker(creator_pid: int, started: Barrier) -> None:
+    global _started
+    _started = started
+    # Ctrl-C reaches the whole foreground process group. The creator handles it;
+    # a KeyboardInterrupt in a worker would fail its task or break the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = os.getppid() == creator_pid  # with "forkserver", the forkserver is the parent
+    if child and sys.platform == "linux":
+        # The kernel kills the worker the moment its parent dies, even mid-call.
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    try:
+        pidfd = os.pidfd_open(creator_pid)
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # not Linux, kernel < 5.3, or filtered
+        pidfd = None
+    if child and os.getppid() != creator_pid:
+        # The creator died before prctl took effect, or before pidfd_open,
+        # whose pid may then name another process.
+        os._exit(0)
+    # The only watch for forkserver workers (their parent is the forkserver),
+    # and off Linux; behind PR_SET_PDEATHSIG otherwise.
+    threading.Thread(
+        target=_exit_with_creator,
+        args=(creator_pid, child, pidfd),
+        name="creator-watch",
+        daemon=True,
+    ).start()
+
+
+def _exit_with_creator(creator_pid: int, child: bool, pidfd: int | None) -> None:
+    if pidfd is not None:
+        # poll rather than select: a forked worker inherits the creator's fds,
+        # so the pidfd may be above select's FD_SETSIZE.
+        watch = select.poll()
+        watch.register(pidfd, select.POLLIN)
+        watch.poll()  # returns once the creator has exited
+    else:
+        while _creator_alive(creator_pid, child):
+            time.sleep(_POLL_SECONDS)
+    os._exit(0)
+
+
+def _creator_alive(creator_pid: int, child: bool) -> bool:
+    if child:  # reparenting is certain, where the pid may be reused
+        return os.getppid() == creator_pid
+    try:
+        os.kill(creator_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, as another user
+        pass
+    return True
+
+
+def _wait_started() -> None:
+    global _started
+    barrier, _started = _started, None
+    assert barrier is not None, "only new_process_pool's start-up runs this"
+    barrier.wait(_START_TIMEOUT)
 
 
 def _multiply(suite: str, scalar: bytes, points: bytes) -> bytes:

@@ -52,7 +52,7 @@ from crypto.batch import BatchRunner
 from crypto.errors import InvalidElement, ProtocolError
 from crypto.groups import ELEMENT_SIZE, TAG_SIZE, Group, split_packed, tags_of
 
-__all__ = ["DEFAULT_CHUNK_ELEMENTS", "Initiator", "Mode", "Responder", "run_locally"]
+__all__ = ["DEFAULT_CHUNK_ELEMENTS", "Initiator", "Mode", "PointSet", "Responder", "run_locally"]
 
 # 4,096 elements = 128 KiB a message: far below gRPC's 4 MiB cap, large enough
 # that per-message overhead vanishes.
@@ -68,13 +68,27 @@ class Mode(enum.StrEnum):
     COUNT = "count"
 
 
+class PointSet:
+    """A party's input deduplicated: distinct points packed, and each one's input positions.
+
+    Immutable, so one set serves every session of the same list (a responder
+    builds it once per list version).
+    """
+
+    def __init__(self, points: bytes) -> None:
+        self.unique, self.positions = _dedupe(points)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
 class _Party:
     """State shared by both parties: the deduped set, the key, the shuffled order."""
 
     def __init__(
         self,
         group: Group,
-        points: bytes,
+        points: bytes | PointSet,
         mode: Mode,
         key: bytes,
         runner: BatchRunner | None,
@@ -87,7 +101,8 @@ class _Party:
         self._runner = runner or BatchRunner()
         self._rng = rng or secrets.SystemRandom()
         self._chunk = chunk_elements * ELEMENT_SIZE
-        self._unique, self._positions = _dedupe(points)
+        point_set = points if isinstance(points, PointSet) else PointSet(points)
+        self._unique, self._positions = point_set.unique, point_set.positions
         self.size = len(self._positions)
         self._order = _permutation(self.size, self._rng)
 
@@ -95,7 +110,7 @@ class _Party:
     def with_new_key(
         cls,
         group: Group,
-        points: bytes,
+        points: bytes | PointSet,
         mode: Mode,
         *,
         runner: BatchRunner | None = None,
@@ -111,7 +126,7 @@ class _Party:
     def from_key(
         cls,
         group: Group,
-        points: bytes,
+        points: bytes | PointSet,
         mode: Mode,
         key: bytes,
         *,

@@ -57,7 +57,7 @@ from crypto.batch import BatchRunner  # noqa: E402
 from crypto.groups import ELEMENT_SIZE, get_suite  # noqa: E402
 from crypto.psi import Initiator, Mode  # noqa: E402
 from node.client import Conversation, new_hello, open_channel  # noqa: E402
-from node.config import NodeConfig  # noqa: E402
+from node.setup.config import NodeConfig  # noqa: E402
 from node.errors import PeerError, StaleEpoch  # noqa: E402
 from node.screening import (  # noqa: E402
     EncodedSet,
@@ -67,8 +67,8 @@ from node.screening import (  # noqa: E402
     own_list,
     screen_query,
 )
-from node.status import error_from_rpc  # noqa: E402
-from node.store import ListPoints, Store  # noqa: E402
+from node.rpc.status import error_from_rpc  # noqa: E402
+from node.data.store import ListPoints, Store  # noqa: E402
 
 PURPOSE = "load test of a node before deployment"
 SCREEN_FETCH = "screen fetch"

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.demo import blindmatch, free_port
-from node.sample import COLUMNS, sample_records, write_csv
+from node.cli.demo import blindmatch, free_port
+from node.data.sample import COLUMNS, sample_records, write_csv
 
 __all__ = ["Federation", "main", "make_federation", "run_locust", "serve", "stop"]
 

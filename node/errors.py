@@ -11,15 +11,25 @@
     ├── LimitExceeded       a set size, session rate or budget over the policy's limit
     ├── Incompatible        a peer speaking another protocol version or suite
     │   └── StaleEpoch      a screening query against a rotated epoch or changed list
+    ├── StoreBusy           the store is locked by another writer for longer than its timeout
+    ├── Stalled             the other side of a stream sent nothing for `idle_seconds`
+    ├── Interrupted         the operator stopped the command (Ctrl-C) or the node is stopping
     ├── PeerError           a peer failed, refused or answered something unusable
     └── AuditError          an audit key or stored audit entry that cannot be used as it is
 
-All carry a message a person can act on: what is wrong and how to fix it.
+Two audiences (STYLE 12). The message (`str(exc)`) is for the operator at this
+node: what is wrong and how to fix it, naming files and commands. `peer`, when
+given, is what a *peer* may be told about a refusal of its request; it never
+names local paths, lists the peer may not see, counts or internals.
+`node.rpc.status` is the one place that turns an error into what a peer sees,
+and uses a neutral text per class where `peer` is not given. `retry_after`
+(seconds) tells a peer refused for load when to come back.
+
 Messages never contain secrets. `InvalidIdentifier` may quote the rejected
 value back to the operator who supplied it; never put it in the audit log or
-send it to a peer. Every class pickles cleanly, because batches run in worker
-processes. Errors are translated to gRPC status codes and CLI exit codes in
-one place, not where they are raised.
+send it to a peer. Every class pickles cleanly (attributes travel in the
+instance dict), because batches run in worker processes. Errors are translated
+to gRPC status codes and CLI exit codes in one place, not where they are raised.
 """
 
 __all__ = [
@@ -36,18 +46,28 @@ __all__ = [
     "LimitExceeded",
     "Incompatible",
     "StaleEpoch",
+    "Stalled",
+    "StoreBusy",
+    "Interrupted",
 ]
 
 
 class NodeError(Exception):
-    """Base class of every error raised by `node`."""
+    """Base class of every error raised by `node`; `peer` is the text a peer may see."""
+
+    def __init__(
+        self, *args: object, peer: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(*args)
+        self.peer = peer
+        self.retry_after = retry_after
 
 
 class InvalidIdentifier(NodeError):
     """A value that is not a valid identifier of its type; `reason` says why and how to fix it."""
 
     def __init__(self, type: str, reason: str) -> None:
-        super().__init__(type, reason)
+        super().__init__(type, reason)  # never `peer=`: the value stays with its operator
         self.type = type
         self.reason = reason
 
@@ -104,3 +124,15 @@ class Incompatible(NodeError):
 
 class StaleEpoch(Incompatible):
     """A screening query naming an epoch or list version the responder no longer serves."""
+
+
+class StoreBusy(NodeError):
+    """The store stayed locked by another writer for longer than its busy timeout."""
+
+
+class Stalled(NodeError):
+    """The other side of a stream sent nothing (or read nothing) for the idle timeout."""
+
+
+class Interrupted(NodeError):
+    """Work stopped by the operator (Ctrl-C) or by the node shutting down."""

@@ -10,9 +10,9 @@ from types import MappingProxyType
 
 import pytest
 
-from node import pki
-from node.config import NodeConfig, write_config
-from node.store import Store
+from node.data.store import Store
+from node.setup import pki
+from node.setup.config import NodeConfig, write_config
 
 BLINDMATCH = [sys.executable, "-m", "node.cli"]
 """The CLI exactly as the console script runs it (`node.cli:main`), from this interpreter."""

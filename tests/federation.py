@@ -17,7 +17,21 @@ from typing import Any
 
 from tests.conftest import BLINDMATCH
 
-__all__ = ["Federation", "free_port"]
+__all__ = ["Federation", "free_port", "peer_channel"]
+
+
+def peer_channel(node_dir: Path, peer: str, address: str) -> Any:
+    """A synchronous mTLS channel with `node_dir`'s certificate, for hand-made messages."""
+    import grpc
+
+    tls = node_dir / "tls"
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(tls / "ca.crt").read_bytes(),
+        private_key=(tls / "node.key").read_bytes(),
+        certificate_chain=(tls / "node.crt").read_bytes(),
+    )
+    options = [("grpc.ssl_target_name_override", peer)]
+    return grpc.secure_channel(address, credentials, options=options)
 
 
 def free_port() -> int:

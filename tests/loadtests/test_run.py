@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from node.client import Conversation, new_hello, open_channel
 
 from crypto.groups import get_suite
 from crypto.psi import Initiator, Mode
@@ -22,9 +23,8 @@ from loadtests.run import (
     stop,
     verdict,
 )
-from node.client import Conversation, new_hello, open_channel
-from node.config import NodeConfig
-from node.store import Store
+from node.data.store import Store
+from node.setup.config import NodeConfig
 
 SET_SIZE = 60
 

@@ -1,0 +1,514 @@
+"""The `blindmatch` command line (DESIGN §6): a stable contract that tests and users rely on.
+
+Each subcommand is one `_add_<command>(subparsers)` function that declares its
+arguments and sets ``func`` to a `_cmd_<command>(args) -> int` handler;
+`COMMANDS` lists the registration functions in help order. To add a command,
+write both functions and append one line to `COMMANDS`.
+
+Exit codes: 0 success; 1 failure, with one line ``blindmatch: error: ...`` on
+stderr (`_fail` is the only place that turns `NodeError`/`CryptoError` into
+it); 2 usage, from argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from crypto.errors import CryptoError
+from crypto.groups import SUITES
+from node.cli.tables import format_table
+from node.data import audit
+from node.data.ingest import IngestResult, ingest_file
+from node.data.store import KINDS, Store
+from node.errors import ConfigError, IngestRejected, NodeError
+from node.setup import pki
+from node.setup.config import (
+    DEFAULT_MODES,
+    MODES,
+    NodeConfig,
+    PeerPolicy,
+    add_peer,
+    check_address,
+    check_agency,
+    write_config,
+)
+
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+PROG = "blindmatch"
+_MAX_REJECTS_SHOWN = 50
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False))
+
+
+def _csv_option(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _operator(args: argparse.Namespace) -> str:
+    """The person the audit log names: --operator, else the OS user."""
+    if args.operator:
+        return str(args.operator)
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _fail(exc: Exception) -> int:
+    """Reports a NodeError or CryptoError as one line on stderr; returns exit code 1."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 1
+
+
+# -- ca init ------------------------------------------------------------------------------------
+
+
+def _add_ca(subparsers: Subparsers) -> None:
+    ca = subparsers.add_parser("ca", help="manage the federation certificate authority")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True, metavar="COMMAND")
+    init = ca_sub.add_parser("init", help="create a federation CA (ca.key, ca.crt)")
+    init.add_argument("ca_dir", metavar="CA_DIR", type=Path)
+    init.add_argument("--name", default="blindmatch federation CA", help="CA common name")
+    init.set_defaults(func=_cmd_ca_init)
+
+
+def _cmd_ca_init(args: argparse.Namespace) -> int:
+    cert = pki.init_ca(args.ca_dir, args.name)
+    print(f"created CA {args.name!r}: {cert} (keep {args.ca_dir / 'ca.key'} offline)")
+    return 0
+
+
+# -- init ---------------------------------------------------------------------------------------
+
+
+def _add_init(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("init", help="create a node directory")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--agency", required=True, help="agency id, e.g. customs-nl")
+    p.add_argument("--listen", required=True, metavar="HOST:PORT")
+    p.add_argument("--ca", required=True, metavar="CA_DIR", type=Path)
+    p.add_argument("--region", default="", metavar="CC", help="default phone region, e.g. NL")
+    p.add_argument("--date-order", default="", choices=["DMY", "MDY"])
+    p.add_argument("--suite", default="x25519-blake3", choices=sorted(SUITES))
+    p.set_defaults(func=_cmd_init)
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    node_dir: Path = args.node_dir
+    check_agency(args.agency)
+    host, _ = check_address(args.listen, "--listen")
+    if (node_dir / "node.toml").exists() or (node_dir / "store.sqlite").exists():
+        raise ConfigError(f"{node_dir} already holds a node; choose another NODE_DIR")
+    config = NodeConfig(  # validates region, date order and suite before anything is written
+        node_dir=node_dir,
+        agency=args.agency,
+        listen=args.listen,
+        region=args.region.upper(),
+        date_order=args.date_order,
+        suite=args.suite,
+        peers=MappingProxyType({}),
+    )
+    created = not node_dir.exists()
+    try:
+        node_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        node_dir.chmod(0o700)  # plaintext identifiers live here: the node's user only
+        pki.issue_node_certificate(args.ca, node_dir, args.agency, (host,))
+        pki.generate_audit_key(node_dir)
+        Store.open(node_dir, create=True).close()
+        write_config(config)
+    except BaseException:
+        if created:
+            shutil.rmtree(node_dir, ignore_errors=True)
+        raise
+    print(f"created node {args.agency!r} in {node_dir} (listen {args.listen})")
+    return 0
+
+
+# -- peer add -----------------------------------------------------------------------------------
+
+
+def _add_peer(subparsers: Subparsers) -> None:
+    peer = subparsers.add_parser("peer", help="manage peer agencies and their policy")
+    peer_sub = peer.add_subparsers(dest="peer_command", required=True, metavar="COMMAND")
+    p = peer_sub.add_parser("add", help="add or update a peer and its policy")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--agency", required=True, help="the peer's agency id")
+    p.add_argument("--address", required=True, metavar="HOST:PORT")
+    p.add_argument("--lists", metavar="L1,L2", help="lists the peer may match (default: all)")
+    p.add_argument(
+        "--modes",
+        default=",".join(sorted(DEFAULT_MODES)),
+        metavar="MODES",
+        help=f"allowed modes, from {','.join(sorted(MODES))} (default: count,mutual)",
+    )
+    p.add_argument("--release-labels", action="store_true", help="release labels on a match")
+    p.add_argument("--max-set-size", type=int, default=1_000_000, metavar="N")
+    p.add_argument("--sessions-per-hour", type=int, default=60, metavar="N")
+    p.add_argument(
+        "--max-concurrent", type=int, default=4, metavar="N", help="calls served at once"
+    )
+    p.add_argument("--screen-budget-per-day", type=int, default=100_000, metavar="N")
+    p.set_defaults(func=_cmd_peer_add)
+
+
+def _cmd_peer_add(args: argparse.Namespace) -> int:
+    policy = PeerPolicy(
+        agency=check_agency(args.agency),
+        address=args.address,
+        lists=_csv_option(args.lists),
+        modes=frozenset(_csv_option(args.modes)),
+        release_labels=args.release_labels,
+        max_set_size=args.max_set_size,
+        sessions_per_hour=args.sessions_per_hour,
+        max_concurrent=args.max_concurrent,
+        screen_budget_per_day=args.screen_budget_per_day,
+    )
+    add_peer(args.node_dir, policy)
+    lists = ", ".join(policy.lists) or "all lists"
+    labels = "labels released" if policy.release_labels else "labels withheld"
+    print(
+        f"peer {policy.agency} at {policy.address}: {lists}; "
+        f"modes {', '.join(sorted(policy.modes))}; {labels}"
+    )
+    return 0
+
+
+# -- ingest -------------------------------------------------------------------------------------
+
+
+def _add_ingest(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("ingest", help="load a CSV or JSON Lines list into the store")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--list", required=True, metavar="NAME", dest="list_name")
+    p.add_argument("--kind", choices=KINDS, help="list kind (new lists: watchlist)")
+    p.add_argument("file", metavar="FILE", type=Path)
+    p.add_argument("--replace", action="store_true", help="replace the list's content")
+    p.add_argument("--strict", action="store_true", help="store nothing if anything is rejected")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--operator", default="", help="who runs the ingest (for the audit log)")
+    p.set_defaults(func=_cmd_ingest)
+
+
+def _print_ingest(result: IngestResult, as_json: bool) -> None:
+    if as_json:
+        _print_json(result.to_json())
+        return
+    verb = "replaced" if result.replaced else "stored"
+    if not result.stored:
+        verb = "read (nothing stored)"
+    print(
+        f"list {result.name} ({result.kind}): {result.rows:,} rows read, {result.records:,} "
+        f"records and {result.elements:,} elements {verb}, {len(result.rejected):,} rejected"
+    )
+    for r in result.rejected[:_MAX_REJECTS_SHOWN]:
+        print(f"  line {r.line}, {r.column}: {r.reason}")
+    if len(result.rejected) > _MAX_REJECTS_SHOWN:
+        print(f"  ... and {len(result.rejected) - _MAX_REJECTS_SHOWN:,} more (see --json)")
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    key = audit.load_signing_key(config.audit_key)
+    operator = _operator(args)
+    with Store.open(config.store_path) as store:
+        try:
+            result = ingest_file(
+                store,
+                args.file,
+                args.list_name,
+                config.canon_context(),
+                key,
+                kind=args.kind,
+                replace=args.replace,
+                strict=args.strict,
+                operator=operator,
+            )
+        except IngestRejected as exc:
+            if isinstance(exc.result, IngestResult):
+                exc.result.records = exc.result.elements = 0
+                _print_ingest(exc.result, args.json)
+            raise
+    _print_ingest(result, args.json)
+    return 0
+
+
+# -- lists --------------------------------------------------------------------------------------
+
+
+def _add_lists(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("lists", help="show the node's lists")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--json", action="store_true", help="print the lists as JSON")
+    p.set_defaults(func=_cmd_lists)
+
+
+def _cmd_lists(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    with Store.open(config.store_path) as store:
+        lists = store.lists()
+    if args.json:
+        _print_json([info.to_json() for info in lists])
+    elif not lists:
+        print(f"no lists in {args.node_dir}; load one with 'blindmatch ingest'")
+    else:
+        header = ["list", "kind", "records", "elements", "version", "updated"]
+        rows = [[i.name, i.kind, i.records, i.elements, i.version, i.updated_at] for i in lists]
+        print(format_table(header, rows))
+    return 0
+
+
+# -- hits ---------------------------------------------------------------------------------------
+
+
+def _add_hits(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("hits", help="show every hit this node has recorded")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--json", action="store_true", help="print the hits as JSON")
+    p.set_defaults(func=_cmd_hits)
+
+
+def _cmd_hits(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    with Store.open(config.store_path) as store:
+        hits = store.hits()
+    if args.json:
+        _print_json(hits)
+    elif not hits:
+        print("no hits recorded")
+    else:
+        keys = ["session_id", "peer", "role", "ref", "type", "peer_label"]
+        print(format_table(keys, [[h[k] if h[k] is not None else "-" for k in keys] for h in hits]))
+    return 0
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def _add_serve(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("serve", help="answer peers' sessions until SIGTERM")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from node.rpc.server import serve  # imports grpc: only for the commands that need it
+
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        serve(str(args.node_dir), workers=args.workers)
+    except OSError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+# -- match --------------------------------------------------------------------------------------
+
+
+def _add_match(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("match", help="run a session with a peer as initiator")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--peer", required=True, help="the peer agency id")
+    p.add_argument("--list", required=True, dest="list_name", help="this node's list")
+    p.add_argument("--peer-list", help="the peer's list (default: the same name as --list)")
+    p.add_argument("--mode", choices=["mutual", "count", "screen"], default="mutual")
+    p.add_argument("--purpose", required=True, help="why the check is made (audited)")
+    p.add_argument("--operator", help="who runs the check (default: the OS user)")
+    p.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_match)
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from crypto.batch import BatchRunner, new_process_pool
+    from node.setup.context import NodeContext
+
+    pool = new_process_pool()  # forked before any gRPC object exists
+    try:
+        from node.rpc.client import match
+
+        node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        result = asyncio.run(
+            match(
+                node,
+                peer=args.peer,
+                list_name=args.list_name,
+                peer_list=args.peer_list or args.list_name,
+                mode=args.mode,
+                purpose=args.purpose,
+                operator=_operator(args),
+                timeout=args.timeout,
+                progress=sys.stderr if sys.stderr.isatty() and not args.json else None,
+            )
+        )
+    finally:
+        pool.shutdown(cancel_futures=True)
+    if args.json:
+        _print_json(result.to_json())
+        return 0
+    print(
+        f"session {result.session_id} with {result.peer} ({result.mode}, {result.suite}): "
+        f"{result.local_count:,} elements against {result.peer_count:,}, "
+        f"{result.match_count:,} shared"
+    )
+    if result.matches:
+        rows = [[m["ref"], m["type"], m["peer_label"] or "-"] for m in result.matches]
+        print(format_table(["ref", "type", "peer label"], rows))
+    return 0
+
+
+# -- epoch rotate -------------------------------------------------------------------------------
+
+
+def _add_epoch(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("epoch", help="manage screening key epochs")
+    sub = p.add_subparsers(dest="epoch_command", required=True, metavar="COMMAND")
+    rotate = sub.add_parser(
+        "rotate", help="start a new screening key epoch for a list (peers fetch it again)"
+    )
+    rotate.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    rotate.add_argument("--list", required=True, dest="list_name", metavar="NAME")
+    rotate.add_argument("--operator", help="who rotates (default: the OS user)")
+    rotate.set_defaults(func=_cmd_epoch_rotate)
+
+
+def _cmd_epoch_rotate(args: argparse.Namespace) -> int:
+    from crypto.batch import BatchRunner, new_process_pool
+    from node.sessions.screen_responder import current_epoch, rotate_epoch
+    from node.setup.context import NodeContext
+
+    pool = new_process_pool()
+    try:
+        node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        with node.open_store() as store:
+            epoch = rotate_epoch(node, store, args.list_name, _operator(args))
+            epoch = current_epoch(node, store, args.list_name)  # encode now, not on first fetch
+            entries = store.conn.execute(
+                "SELECT count(*) FROM screen_entries WHERE epoch_id = ?", (epoch.id,)
+            ).fetchone()[0]
+    finally:
+        pool.shutdown(cancel_futures=True)
+    print(f"list {args.list_name}: screening epoch {epoch.id}, {entries:,} entries encoded")
+    return 0
+
+
+# -- audit verify -------------------------------------------------------------------------------
+
+
+def _add_audit(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("audit", help="check the node's audit log")
+    sub = p.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = sub.add_parser("verify", help="re-check the hash chain and every signature")
+    verify.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    verify.add_argument("--head", help="a head SEQ:HEX recorded earlier, to detect truncation")
+    verify.set_defaults(func=_cmd_audit_verify)
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    public_key = audit.load_public_key(config.node_dir / "audit.pub")
+    expected = audit.Head.parse(args.head) if args.head else None
+    with Store.open(config.store_path) as store:
+        result = audit.verify(store.conn, public_key, expected_head=expected)
+    if not result.ok:
+        raise NodeError(f"audit log of {config.agency} fails verification: {result}")
+    print(result)
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+def _add_demo(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("demo", help="run a three-agency federation on loopback")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from node.cli.demo import main as demo
+
+    return demo()
+
+
+# -- parser and entry point ---------------------------------------------------------------------
+
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    _add_ca,
+    _add_init,
+    _add_peer,
+    _add_ingest,
+    _add_lists,
+    _add_serve,
+    _add_match,
+    _add_hits,
+    _add_audit,
+    _add_demo,
+    _add_epoch,
+]
+"""Registration functions of the subcommands, in help order; append one to add a command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Returns the argument parser with every command of `COMMANDS` registered."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Federated, privacy-preserving matching between agencies."
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for register in COMMANDS:
+        register(subparsers)
+    return parser
+
+
+def _version() -> str:
+    try:
+        return metadata.version("blindmatch")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    os.umask(0o077)  # keys, stores and configs: readable by the node's user only
+    try:
+        code: int = args.func(args)
+    except (NodeError, CryptoError) as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        print(
+            f"{PROG}: error: interrupted; an interrupted session is recorded as failed, an "
+            "interrupted ingest stored nothing",
+            file=sys.stderr,
+        )
+        return 130
+    except BrokenPipeError:
+        return 1
+    return code

@@ -1,0 +1,539 @@
+"""The node's SQLite store: lists, records, elements with cached points, sessions, hits, audit.
+
+One file, `NODE_DIR/store.sqlite`, in WAL mode with foreign keys on and a 30 s
+busy timeout. Open one `Store` per thread or process (`Store.open`). The
+schema is versioned by `PRAGMA user_version`; `_MIGRATIONS[i]` takes version
+i to i + 1, and opening a store runs the missing ones in one transaction.
+
+Tables::
+
+    lists     name, kind (watchlist | operations | seizures), version, updated_at
+    records   one entity of a list: local ref (never sent) and optional label
+    elements  one per identifier of a record: type, element bytes and its
+              group point for each suite (hashed once, at ingest)
+    sessions  every PSI session, as initiator or responder
+    hits      the matched records of those sessions
+    screen_*  screening: key epochs and encoded entries (responder), daily budget
+              usage per peer, and peers' fetched encoded sets (initiator)
+    audit     append-only, hash-chained and signed log (written by node.audit)
+
+Writes go through `transaction()` (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
+error), so a failed or killed writer leaves the store as it was; a write lock
+held by another process for longer than the busy timeout is `StoreBusy`. The
+file holds plaintext identifiers and labels: it is created readable by the
+node's user only (SQLite gives its -wal and -shm files the same mode).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from crypto.groups import SUITES
+from node.errors import ConfigError, InvalidInput, NotFound, StoreBusy
+
+__all__ = [
+    "KINDS",
+    "LIST_NAME",
+    "check_list_name",
+    "SCHEMA_VERSION",
+    "ListInfo",
+    "ListPoints",
+    "Store",
+    "utc_now",
+]
+
+KINDS = ("watchlist", "operations", "seizures")
+STORE_FILE = "store.sqlite"
+LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A list name: 1-100 letters, digits, dots, dashes and underscores, starting alphanumeric."""
+_POINT_COLUMNS = {"ristretto255-sha512": "point_ristretto", "x25519-blake3": "point_x25519"}
+
+_MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE lists (
+        id INTEGER PRIMARY KEY,
+        name TEXT UNIQUE NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('watchlist', 'operations', 'seizures')),
+        version INTEGER NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE records (
+        id INTEGER PRIMARY KEY,
+        list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+        ref TEXT NOT NULL,
+        label TEXT,
+        UNIQUE (list_id, ref)
+    );
+    CREATE TABLE elements (
+        id INTEGER PRIMARY KEY,
+        record_id INTEGER NOT NULL REFERENCES records(id) ON DELETE CASCADE,
+        type TEXT NOT NULL,
+        element BLOB NOT NULL,
+        point_ristretto BLOB NOT NULL,
+        point_x25519 BLOB NOT NULL
+    );
+    CREATE INDEX elements_record ON elements(record_id);
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        peer TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('initiator', 'responder')),
+        mode TEXT NOT NULL,
+        suite TEXT NOT NULL,
+        list TEXT NOT NULL,
+        peer_list TEXT,
+        purpose TEXT NOT NULL,
+        local_count INTEGER,
+        peer_count INTEGER,
+        match_count INTEGER,
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX sessions_peer_started ON sessions(peer, started_at);
+    CREATE TABLE hits (
+        id INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id),
+        peer TEXT NOT NULL,
+        role TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        type TEXT NOT NULL,
+        peer_label TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX hits_session ON hits(session_id);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        body TEXT NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        signature BLOB NOT NULL
+    );
+    CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
+    # 1 -> 2: screening (DESIGN §4, node.screening). Responder side: key epochs per list
+    # (the epoch number is the row id, never reused, so a cached set is never confused
+    # with a later epoch's) and their encoded entries, deleted with their element so a
+    # changed list is re-encoded incrementally; per-peer daily budget usage. Initiator
+    # side: a peer's fetched encoded set per (peer, list, epoch), looked up by tag.
+    """
+    CREATE TABLE screen_epochs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        list_id INTEGER NOT NULL REFERENCES lists(id) ON DELETE CASCADE,
+        seed BLOB NOT NULL,
+        public_key BLOB NOT NULL,
+        list_version INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX screen_epochs_list ON screen_epochs(list_id);
+    CREATE TABLE screen_entries (
+        epoch_id INTEGER NOT NULL REFERENCES screen_epochs(id) ON DELETE CASCADE,
+        tag BLOB NOT NULL,
+        element_id INTEGER NOT NULL REFERENCES elements(id) ON DELETE CASCADE,
+        sealed_label BLOB NOT NULL,
+        PRIMARY KEY (epoch_id, tag, element_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX screen_entries_element ON screen_entries(element_id, epoch_id);
+    CREATE TABLE screen_usage (
+        peer TEXT NOT NULL,
+        day TEXT NOT NULL,
+        items INTEGER NOT NULL,
+        PRIMARY KEY (peer, day)
+    );
+    CREATE TABLE screen_cache (
+        id INTEGER PRIMARY KEY,
+        peer TEXT NOT NULL,
+        list TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        list_version INTEGER NOT NULL,
+        public_key BLOB NOT NULL,
+        list_kind TEXT NOT NULL,
+        entries INTEGER NOT NULL,
+        labels_withheld INTEGER NOT NULL,
+        fetched_at TEXT NOT NULL,
+        UNIQUE (peer, list, epoch)
+    );
+    CREATE TABLE screen_cache_entries (
+        cache_id INTEGER NOT NULL REFERENCES screen_cache(id) ON DELETE CASCADE,
+        tag BLOB NOT NULL,
+        sealed_label BLOB NOT NULL
+    );
+    CREATE INDEX screen_cache_entries_tag ON screen_cache_entries(cache_id, tag);
+    """,
+    # 2 -> 3: encoded entries keyed by (epoch, element) instead of (epoch, tag): a build
+    # then appends in element order instead of inserting at random tags (the responder
+    # never looks entries up by tag; a fetch sorts them). Epochs are dropped with their
+    # entries, so the next fetch builds a fresh epoch and initiators' caches go stale.
+    """
+    DELETE FROM screen_epochs;
+    DROP TABLE screen_entries;
+    CREATE TABLE screen_entries (
+        epoch_id INTEGER NOT NULL REFERENCES screen_epochs(id) ON DELETE CASCADE,
+        element_id INTEGER NOT NULL REFERENCES elements(id) ON DELETE CASCADE,
+        tag BLOB NOT NULL,
+        sealed_label BLOB NOT NULL,
+        PRIMARY KEY (epoch_id, element_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX screen_entries_element ON screen_entries(element_id);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def check_list_name(name: str, where: str = "--list") -> str:
+    """Returns `name` if it is a valid list name, or raises InvalidInput saying how to fix it."""
+    if not isinstance(name, str) or not LIST_NAME.fullmatch(name):
+        raise InvalidInput(
+            f"{where}: {name[:100]!r} is not a list name: use 1-100 letters, digits, '.', '-' "
+            "and '_', starting with a letter or digit (e.g. watchlist-2026)",
+            peer="the list name is not valid: use 1-100 letters, digits, '.', '-' and '_'",
+        )
+    return name
+
+
+def utc_now() -> str:
+    """Returns the current UTC time as an ISO 8601 string with seconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    """A stored list and its size."""
+
+    name: str
+    kind: str
+    records: int
+    elements: int
+    version: int
+    updated_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns the list as `lists --json` prints it (DESIGN §6)."""
+        return {
+            "list": self.name,
+            "kind": self.kind,
+            "records": self.records,
+            "elements": self.elements,
+        }
+
+
+@dataclass(frozen=True)
+class ListPoints:
+    """Every element point of a list for one suite, packed, with parallel per-element data."""
+
+    name: str
+    suite: str
+    packed: bytes
+    refs: tuple[str, ...]
+    types: tuple[str, ...]
+    labels: tuple[str | None, ...]
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+
+class Store:
+    """A connection to a node's store; one per thread or process."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    def open(
+        cls, location: str | os.PathLike[str], create: bool = False, any_thread: bool = False
+    ) -> Store:
+        """Opens the store of a node directory (or a .sqlite path), migrating its schema.
+
+        `any_thread` lets one connection be used from several threads in turn (never at once).
+        """
+        path = Path(location)
+        if path.is_dir() or not path.suffix:
+            path = path / STORE_FILE
+        if not create and not path.exists():
+            raise NotFound(
+                f"store {path} not found: is {path.parent} a node directory? "
+                "Create one with 'blindmatch init'"
+            )
+        if create and not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        conn = sqlite3.connect(
+            path, timeout=30.0, isolation_level=None, check_same_thread=not any_thread
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            # 64 MiB page cache (allocated only as used): large ingests and encoded-set
+            # builds insert into indexes in random order.
+            conn.execute("PRAGMA cache_size=-65536")
+            store = cls(conn, path)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise ConfigError(f"store {path} cannot be opened: {exc}") from None
+        return store
+
+    def close(self) -> None:
+        """Closes the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open store."""
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"store {self.path} has schema version {version}, newer than this blindmatch "
+                f"({SCHEMA_VERSION}); upgrade blindmatch"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self.transaction():
+            version = self.schema_version  # another process may have migrated meanwhile
+            for script in _MIGRATIONS[version:]:
+                for statement in _statements(script):
+                    self.conn.execute(statement)
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Runs the block in one write transaction: committed on success, rolled back on error.
+
+        Raises StoreBusy when another writer holds the store past the busy timeout.
+        """
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._busy(exc) from None
+        try:
+            yield self.conn
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise self._busy(exc) from None
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self.conn.execute("ROLLBACK")
+            raise self._busy(exc) from None
+
+    def _busy(self, exc: sqlite3.OperationalError) -> Exception:
+        if not _is_busy(exc):
+            return exc
+        return StoreBusy(
+            f"store {self.path} is locked by another writer ({exc}); retry, and check that no "
+            "other blindmatch command is holding it",
+            peer="the node is busy; retry in a few seconds",
+            retry_after=5.0,
+        )
+
+    # -- lists ---------------------------------------------------------------------------------
+
+    def lists(self) -> list[ListInfo]:
+        """Returns every list with its number of records and elements, by name."""
+        rows = self.conn.execute(
+            """
+            SELECT l.name, l.kind,
+                   (SELECT count(*) FROM records r WHERE r.list_id = l.id),
+                   (SELECT count(*) FROM elements e JOIN records r ON e.record_id = r.id
+                     WHERE r.list_id = l.id),
+                   l.version, l.updated_at
+            FROM lists l ORDER BY l.name
+            """
+        ).fetchall()
+        return [ListInfo(*row) for row in rows]
+
+    def list_info(self, name: str) -> ListInfo:
+        """Returns one list, or raises NotFound."""
+        for info in self.lists():
+            if info.name == name:
+                return info
+        raise self._no_list(name)
+
+    def _no_list(self, name: str) -> NotFound:
+        names = ", ".join(i.name for i in self.lists()) or "none yet"
+        return NotFound(
+            f"no list {name!r} in {self.path} (lists: {names}); "
+            "load it with 'blindmatch ingest NODE_DIR --list NAME FILE'"
+        )
+
+    def list_version(self, name: str) -> int | None:
+        """Returns the content version of list `name`, or None if there is no such list."""
+        row = self.conn.execute("SELECT version FROM lists WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def list_id(self, name: str) -> int | None:
+        """Returns the id of list `name`, or None."""
+        row = self.conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def list_points(self, name: str, suite: str) -> ListPoints:
+        """Returns the packed points of every element of list `name` for `suite`, by element id."""
+        column = _POINT_COLUMNS.get(suite)
+        if column is None:
+            raise ConfigError(f"unknown suite {suite!r}; use {', '.join(sorted(SUITES))}")
+        list_id = self.list_id(name)
+        if list_id is None:
+            raise self._no_list(name)
+        rows = self.conn.execute(
+            f"""
+            SELECT e.{column}, r.ref, e.type, r.label
+            FROM elements e JOIN records r ON e.record_id = r.id
+            WHERE r.list_id = ? ORDER BY e.id
+            """,
+            (list_id,),
+        ).fetchall()
+        if not rows:
+            return ListPoints(name, suite, b"", (), (), ())
+        points, refs, types, labels = zip(*rows, strict=True)
+        return ListPoints(name, suite, b"".join(points), refs, types, labels)
+
+    # -- sessions and hits ---------------------------------------------------------------------
+
+    def record_session(
+        self,
+        session_id: str,
+        peer: str,
+        role: str,
+        mode: str,
+        suite: str,
+        list: str,
+        purpose: str,
+        peer_list: str | None = None,
+        local_count: int | None = None,
+        peer_count: int | None = None,
+        status: str = "running",
+        started_at: str | None = None,
+    ) -> None:
+        """Records the start of a session (commits unless inside a transaction)."""
+        self.conn.execute(
+            """
+            INSERT INTO sessions (id, peer, role, mode, suite, list, peer_list, purpose,
+                                  local_count, peer_count, status, started_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            (
+                session_id,
+                peer,
+                role,
+                mode,
+                suite,
+                list,
+                peer_list,
+                purpose,
+                local_count,
+                peer_count,
+                status,
+                started_at or utc_now(),
+            ),
+        )
+
+    def finish_session(
+        self,
+        session_id: str,
+        status: str,
+        match_count: int | None = None,
+        local_count: int | None = None,
+        peer_count: int | None = None,
+        finished_at: str | None = None,
+    ) -> None:
+        """Records the end of a session: its status, counts and finishing time."""
+        cursor = self.conn.execute(
+            """
+            UPDATE sessions SET status = ?, match_count = coalesce(?, match_count),
+                   local_count = coalesce(?, local_count), peer_count = coalesce(?, peer_count),
+                   finished_at = ?
+            WHERE id = ?
+            """,
+            (status, match_count, local_count, peer_count, finished_at or utc_now(), session_id),
+        )
+        if cursor.rowcount != 1:
+            raise NotFound(f"no session {session_id!r} in {self.path}")
+
+    def sessions(self, peer: str | None = None, since: str | None = None) -> list[dict[str, Any]]:
+        """Returns recorded sessions, optionally of one peer and started at or after `since`."""
+        query = "SELECT * FROM sessions WHERE 1 = 1"
+        args: list[str] = []
+        if peer is not None:
+            query += " AND peer = ?"
+            args.append(peer)
+        if since is not None:
+            query += " AND started_at >= ?"
+            args.append(since)
+        cursor = self.conn.execute(query + " ORDER BY started_at, id", args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def sessions_since(self, peer: str, role: str, since: str) -> tuple[int, str | None]:
+        """Sessions with `peer` in `role` started at or after `since`: (count, earliest start)."""
+        count, earliest = self.conn.execute(
+            "SELECT count(*), min(started_at) FROM sessions "
+            "WHERE peer = ? AND role = ? AND started_at >= ?",
+            (peer, role, since),
+        ).fetchone()
+        return int(count), earliest
+
+    def add_hits(
+        self, session_id: str, peer: str, role: str, hits: Iterable[Mapping[str, Any]]
+    ) -> int:
+        """Stores the hits of a session (each with ref, type and optional peer_label)."""
+        now = utc_now()
+        cursor = self.conn.executemany(
+            """
+            INSERT INTO hits (session_id, peer, role, ref, type, peer_label, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            """,
+            ((session_id, peer, role, h["ref"], h["type"], h.get("peer_label"), now) for h in hits),
+        )
+        return cursor.rowcount
+
+    def hits(self) -> list[dict[str, Any]]:
+        """Returns every recorded hit as `hits --json` prints it (DESIGN §6)."""
+        rows = self.conn.execute(
+            "SELECT session_id, peer, ref, type, peer_label, role FROM hits ORDER BY id"
+        ).fetchall()
+        keys = ("session_id", "peer", "ref", "type", "peer_label", "role")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+def _statements(script: str) -> Iterator[str]:
+    """Splits a migration script into statements, keeping trigger bodies whole."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                yield buffer.strip()
+            buffer = ""
+    if buffer.strip():
+        yield buffer.strip()

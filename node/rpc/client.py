@@ -1,0 +1,185 @@
+"""The initiator's gRPC transports: an mTLS channel to a peer, a session stream, screening calls.
+
+`match` is what `blindmatch match` runs: it opens the channel and gives the
+orchestration in `node.sessions` a transport — `_SessionStream` for mutual and
+count sessions, `GrpcScreening` for screening. Every call has a deadline and
+every read and write an idle timeout; a peer's refusal becomes a `PeerError`
+(or `StaleEpoch`) through `node.rpc.status.error_from_rpc`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TextIO
+
+import grpc
+
+from node.errors import PeerError, Stalled
+from node.generated.blindmatch.v1 import matching_pb2 as pb
+from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
+from node.policy import FetchRequest, ScreenQuery
+from node.rpc.status import error_from_rpc
+from node.rpc.wire import decode_responder, encode_initiator
+from node.sessions.messages import Message
+from node.sessions.mutual_initiator import initiate_session
+from node.sessions.results import MatchResult
+from node.sessions.screen_initiator import run_screen
+from node.sessions.screen_responder import EncodedHeader
+from node.setup.config import NodeConfig
+from node.setup.context import NodeContext
+
+__all__ = ["GrpcScreening", "match", "open_channel"]
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+
+
+def open_channel(config: NodeConfig, peer: str, address: str) -> grpc.aio.Channel:
+    """Opens an mTLS channel to `peer`, whose certificate must name that agency."""
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=config.ca_cert.read_bytes(),
+        private_key=config.tls_key.read_bytes(),
+        certificate_chain=config.tls_cert.read_bytes(),
+    )
+    # The responder's certificate carries its agency id as a DNS name: checking
+    # it against the peer we mean stops another federation member answering.
+    options = [*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", peer)]
+    return grpc.aio.secure_channel(address, credentials, options=options)
+
+
+async def match(
+    node: NodeContext,
+    peer: str,
+    list_name: str,
+    peer_list: str,
+    mode: str,
+    purpose: str,
+    operator: str,
+    timeout: float = 600.0,
+    progress: TextIO | None = None,
+) -> MatchResult:
+    """Runs one session (mutual, count or screen) with `peer` and records it."""
+    policy = node.config.peer(peer)
+    idle = float(node.config.idle_seconds)
+    async with open_channel(node.config, peer, policy.address) as channel:
+        stub = pb_grpc.MatchingStub(channel)
+        if mode == "screen":
+            transport = GrpcScreening(stub, peer, timeout, idle)
+            return await run_screen(node, transport, peer, list_name, peer_list, purpose, operator)
+        call = stub.Session(timeout=timeout)
+        try:
+            stream = _SessionStream(call, peer, idle)
+            return await initiate_session(
+                node, stream, peer, list_name, peer_list, mode, purpose, operator, progress
+            )
+        finally:
+            call.cancel()  # no-op once the call has ended
+
+
+class _SessionStream:
+    """A Session call as `node.sessions` sees it, every wait bounded by the idle timeout."""
+
+    def __init__(self, call: Any, peer: str, idle_seconds: float) -> None:
+        self.call = call
+        self.peer = peer
+        self.idle = idle_seconds
+
+    async def receive(self) -> Message | None:
+        message = await self._bounded(self.call.read(), "sent")
+        if message is grpc.aio.EOF:
+            await self._raise_status()
+            return None
+        return decode_responder(message, self.peer)
+
+    async def send(self, message: Message) -> None:
+        await self._bounded(self.call.write(encode_initiator(message)), "read")
+
+    async def done_sending(self) -> None:
+        await self._bounded(self.call.done_writing(), "read")
+
+    async def _bounded(self, step: Any, verb: str) -> Any:
+        try:
+            return await asyncio.wait_for(step, self.idle)
+        except TimeoutError:
+            raise Stalled(
+                f"peer {self.peer} {verb} nothing for {self.idle:.0f} s (idle_seconds); the "
+                "session was abandoned"
+            ) from None
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.peer) from None
+        except asyncio.InvalidStateError:  # written after the call ended: say why it ended
+            await self._raise_status()
+            raise PeerError(f"peer {self.peer} ended the call") from None
+
+    async def _raise_status(self) -> None:
+        code = await self.call.code()
+        if code is not grpc.StatusCode.OK:
+            raise error_from_rpc(
+                grpc.aio.AioRpcError(
+                    code,
+                    await self.call.initial_metadata(),
+                    await self.call.trailing_metadata(),
+                    await self.call.details(),
+                ),
+                self.peer,
+            )
+
+
+class GrpcScreening:
+    """The screening calls to `peer` on one channel, each with a deadline."""
+
+    def __init__(self, stub: Any, peer: str, timeout: float, idle_seconds: float) -> None:
+        self.stub = stub
+        self.peer = peer
+        self.timeout = timeout
+        self.idle = idle_seconds
+
+    async def fetch(
+        self, request: FetchRequest
+    ) -> AsyncIterator[tuple[EncodedHeader, bytes, list[bytes]]]:
+        message = pb.FetchEncodedListRequest(
+            protocol_version=request.protocol_version, list=request.list, purpose=request.purpose
+        )
+        call = self.stub.FetchEncodedList(message, timeout=self.timeout)
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(call.read(), self.idle)
+                except TimeoutError:
+                    raise Stalled(
+                        f"peer {self.peer} sent nothing for {self.idle:.0f} s during a fetch"
+                    ) from None
+                if chunk is grpc.aio.EOF:
+                    return
+                header = EncodedHeader(
+                    chunk.epoch,
+                    chunk.public_key,
+                    chunk.list_version,
+                    chunk.list_kind,
+                    chunk.total,
+                )
+                yield header, chunk.tags, list(chunk.sealed_labels)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.peer) from None
+        finally:
+            call.cancel()
+
+    async def screen(self, query: ScreenQuery) -> tuple[bytes, bytes]:
+        message = pb.ScreenRequest(
+            protocol_version=query.protocol_version,
+            session_id=query.session_id,
+            list=query.list,
+            epoch=query.epoch,
+            list_version=query.list_version,
+            purpose=query.purpose,
+            blinded=query.blinded,
+        )
+        try:
+            # A batch takes well under a second: a responder silent for the idle time has stalled.
+            response = await self.stub.Screen(message, timeout=min(self.timeout, self.idle))
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc, self.peer) from None
+        return response.evaluated, response.proof

@@ -1,0 +1,263 @@
+"""`blindmatch serve`: the peer-facing gRPC server on one asyncio event loop (grpc.aio).
+
+Streams cost no thread: thousands of stalled ones hold memory only, and the
+health service answers whatever they do. The servicer is a thin translator:
+it identifies the caller from its certificate, decodes each message once
+(`node.rpc.wire`), hands the call to its orchestration in `node.sessions`, and
+maps what goes wrong to a status (`node.rpc.status`). Every read and write of
+a stream is bounded by `idle_seconds`. CPU batches run on the process pool,
+forked before any gRPC object exists (`crypto.batch.new_process_pool`), and
+SQLite in the loop's thread pool.
+
+On SIGTERM or SIGINT the health service says NOT_SERVING, calls in flight get
+`grace_seconds` to finish and are then cancelled (and recorded as failed), and
+the process exits. With `--workers N`, N such processes are forked before gRPC
+starts and share the port through SO_REUSEPORT; each has its own limits. A
+lock in the node directory stops a second `serve` of the same node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from crypto.batch import BatchRunner, new_process_pool
+from node.errors import ConfigError, NodeError, Stalled, UnknownPeer
+from node.generated.blindmatch.v1 import matching_pb2 as pb
+from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
+from node.rpc.status import peer_status
+from node.rpc.wire import decode_fetch, decode_initiator, decode_screen, encode_responder
+from node.sessions.answering import Answering
+from node.sessions.messages import Message
+from node.sessions.mutual_responder import answer_session
+from node.sessions.screen_responder import answer_fetch, answer_screen
+from node.setup import pki
+from node.setup.context import NodeContext
+from node.setup.lock import serve_lock
+
+__all__ = ["serve"]
+
+log = logging.getLogger("blindmatch.server")
+T = TypeVar("T")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matching"].full_name
+BLOCKING_THREADS = 32  # SQLite and waits on the process pool; streams need none
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+]
+
+
+class _Stream:
+    """A Session call's stream as `node.sessions` sees it, every wait bounded."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, idle_seconds: float) -> None:
+        self.context = context
+        self.idle = idle_seconds
+
+    async def receive(self) -> Message | None:
+        message = await self._bounded(self.context.read(), "sent")
+        if message is grpc.aio.EOF:
+            return None
+        return decode_initiator(message)
+
+    async def send(self, message: Message) -> None:
+        await self._bounded(self.context.write(encode_responder(message)), "read")
+
+    async def done_sending(self) -> None:
+        """The responder's side ends when its handler returns."""
+
+    async def _bounded(self, step: Any, verb: str) -> Any:
+        try:
+            return await asyncio.wait_for(step, self.idle)
+        except TimeoutError:
+            text = f"the peer {verb} nothing for {self.idle:.0f} s; the session was aborted"
+            raise Stalled(text, peer=text) from None
+
+
+class MatchingServicer(pb_grpc.MatchingServicer):
+    """Peers' calls in, `node.sessions` orchestrations, statuses out."""
+
+    def __init__(self, answering: Answering) -> None:
+        self.answering = answering
+
+    async def Session(  # noqa: N802 (gRPC's method name)
+        self, request_iterator: Any, context: grpc.aio.ServicerContext
+    ) -> None:
+        try:
+            peer = await self._caller(context, "session.refused")
+            await answer_session(
+                self.answering, peer, _Stream(context, self.answering.idle_seconds)
+            )
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def FetchEncodedList(  # noqa: N802 (gRPC's method name)
+        self, request: pb.FetchEncodedListRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.EncodedListChunk]:
+        try:
+            peer = await self._caller(context, "screen.refused")
+            fetch = await self._decoded(peer, "screen.refused", decode_fetch, request)
+            idle = self.answering.idle_seconds
+            async for header, tags, sealed in answer_fetch(self.answering, peer, fetch):
+                chunk = pb.EncodedListChunk(
+                    epoch=header.epoch,
+                    public_key=header.public_key,
+                    list_version=header.list_version,
+                    total=header.total,
+                    list_kind=header.list_kind,
+                    tags=tags,
+                    sealed_labels=sealed,
+                )
+                try:  # a peer that stops reading must not hold the call for ever
+                    await asyncio.wait_for(context.write(chunk), idle)
+                except TimeoutError:
+                    text = f"the peer read nothing for {idle:.0f} s; the fetch was aborted"
+                    raise Stalled(text, peer=text) from None
+        except Exception as exc:
+            await _abort(context, exc)
+
+    async def Screen(  # noqa: N802 (gRPC's method name)
+        self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScreenResponse:
+        try:
+            peer = await self._caller(context, "screen.refused")
+            query = await self._decoded(peer, "screen.refused", decode_screen, request)
+            evaluated, proof = await answer_screen(self.answering, peer, query)
+            return pb.ScreenResponse(evaluated=evaluated, proof=proof)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+
+    async def _caller(self, context: grpc.aio.ServicerContext, event: str) -> str:
+        """The caller's agency, read from its verified client certificate; else audited refusal."""
+        certificates = context.auth_context().get("x509_pem_cert")
+        try:
+            if not certificates:
+                raise ConfigError("no client certificate")
+            return pki.agency_from_certificate(certificates[0])
+        except ConfigError as exc:
+            refusal = UnknownPeer(
+                f"a caller's certificate names no agency ({exc})",
+                peer="your certificate names no agency; use the node's federation certificate",
+            )
+            await self.answering.refused(event, {"peer": "unidentified"}, refusal)
+            raise refusal from None
+
+    async def _decoded(self, peer: str, event: str, decode: Callable[[Any], T], request: Any) -> T:
+        """The request decoded and checked; a malformed one is an audited refusal."""
+        try:
+            return decode(request)
+        except NodeError as exc:
+            await self.answering.refused(event, {"peer": peer}, exc)
+            raise
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    """Ends a call with what `peer_status` says the peer may be told; bugs are logged."""
+    status = peer_status(exc)
+    if status.code is grpc.StatusCode.INTERNAL:
+        log.error("call failed unexpectedly", exc_info=exc)
+    await context.abort(status.code, status.details, trailing_metadata=status.metadata)
+
+
+async def _serve(node: NodeContext, reuse_port: bool) -> None:
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking"))
+    answering = Answering.of(node)
+    server = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", int(reuse_port))])
+    pb_grpc.add_MatchingServicer_to_server(MatchingServicer(answering), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    listen = node.config.listen
+    if server.add_secure_port(listen, _server_credentials(node)) == 0:
+        raise ConfigError(f"cannot listen on {listen}: address in use or not local")
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    print(f"{node.config.agency} serving on {listen} (pid {os.getpid()})", flush=True)
+    await stopping.wait()
+    await health_servicer.enter_graceful_shutdown()  # load balancers and peers see NOT_SERVING
+    await server.stop(node.config.grace_seconds)
+    print(f"{node.config.agency} stopped (pid {os.getpid()})", flush=True)
+
+
+def _server_credentials(node: NodeContext) -> grpc.ServerCredentials:
+    config = node.config
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=config.ca_cert.read_bytes(),
+        require_client_auth=True,
+    )
+
+
+def _serve_process(node_dir: Path, reuse_port: bool) -> None:
+    pool = new_process_pool()  # forked now: before any gRPC object exists in this process
+    try:
+        node = NodeContext.load(node_dir, BatchRunner(pool))
+        asyncio.run(_serve(node, reuse_port))
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def serve(node_dir: str | os.PathLike[str], workers: int = 1) -> None:
+    """Serves until SIGTERM/SIGINT, draining calls in flight; `workers` processes share the port."""
+    node_dir = Path(node_dir)
+    NodeContext.load(node_dir, BatchRunner())  # fail fast, with a clear error, before forking
+    with serve_lock(node_dir):
+        if workers <= 1:
+            _serve_process(node_dir, reuse_port=False)
+            return
+        children = [_fork_worker(node_dir) for _ in range(workers)]
+
+        def forward(signum: int, _frame: object) -> None:
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        for child in children:
+            os.waitpid(child, 0)
+
+
+def _fork_worker(node_dir: Path) -> int:
+    """Forks one serving process (before any gRPC object exists); it dies with this one."""
+    parent = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above
+            os._exit(0)
+        _serve_process(node_dir, reuse_port=True)
+    except BaseException:
+        log.exception("server worker failed")
+        code = 1
+    finally:
+        sys.stdout.flush()
+        os._exit(code)

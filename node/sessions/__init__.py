@@ -1,0 +1,13 @@
+"""Sessions, free of any transport: what each side of a session does, and what it records.
+
+- `messages`: the messages of a mutual/count session and the `PeerStream` they travel on.
+- `mutual_initiator`, `mutual_responder`: the two sides of a mutual or count session.
+- `screen_initiator`, `screen_responder`: the two sides of screening (fetch, query),
+  with the responder's key epochs and encoded sets.
+- `records`: the one place that writes sessions, hits, disclosures and session audit
+  entries, and says why a session failed.
+- `answering`: what a serving node shares between the calls it answers (limits, lists).
+- `labels`, `results`: labels of matched records; what an initiator reports.
+
+`node.rpc` carries these messages over gRPC; nothing here imports it.
+"""

@@ -1,0 +1,227 @@
+"""The initiator's side of a mutual or count session: our list, the crypto party, records.
+
+`initiate_session` is the whole orchestration, over any `PeerStream`. Two
+tasks share the stream: one sends (hello, x_a, then in mutual mode the reveal
+once every y_b is in, then our released labels once the matches are known),
+the other reads (the hello reply, y_b, tag(x_ab), the peer's labels, the
+summary). Blinding, transport and the peer's work overlap; CPU batches run on
+the process pool and SQLite in threads.
+
+The session is recorded `running` before the first message; hits are stored
+only after the responder's summary (it has stored its own), in one
+transaction. Any failure — a refusal, a bad point or label, more elements than
+declared, a stalled or vanished responder, Ctrl-C — records the session
+`failed` with a human reason (`interrupted` for Ctrl-C) and raises a
+`PeerError` naming the peer (or the cancellation, for the caller to report).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import TextIO
+
+from crypto.errors import CryptoError
+from crypto.groups import get_suite
+from crypto.psi import Initiator, Mode
+from node.errors import InvalidInput, PeerError
+from node.policy import PROTOCOL_VERSION, SessionRequest, check_purpose
+from node.sessions.labels import LabelBook, label_chunks
+from node.sessions.messages import (
+    Blinded,
+    Evaluated,
+    Hello,
+    HelloReply,
+    Labels,
+    PeerStream,
+    Reveal,
+    Summary,
+)
+from node.sessions.records import SessionRecord, describe, hit_rows
+from node.sessions.results import MatchResult
+from node.setup.context import NodeContext
+
+__all__ = ["initiate_session"]
+
+
+async def initiate_session(
+    node: NodeContext,
+    stream: PeerStream,
+    peer: str,
+    list_name: str,
+    peer_list: str,
+    mode: str,
+    purpose: str,
+    operator: str,
+    progress: TextIO | None = None,
+) -> MatchResult:
+    """Runs one session of our `list_name` against `peer`'s `peer_list`; records and returns it."""
+    policy = node.config.peer(peer)
+    check_purpose(purpose)
+    suite = node.config.suite
+    points = await asyncio.to_thread(lambda: node.store().list_points(list_name, suite))
+    party = Initiator.with_new_key(get_suite(suite), points.packed, Mode(mode), runner=node.runner)
+    request = SessionRequest(
+        protocol_version=PROTOCOL_VERSION,
+        session_id=secrets.token_hex(16),
+        suite=suite,
+        mode=mode,
+        list=peer_list,
+        purpose=purpose,
+        set_size=party.size,
+        initiator_list=list_name,
+    )
+    record = SessionRecord(
+        node,
+        session_id=request.session_id,
+        peer=peer,
+        role="initiator",
+        mode=mode,
+        suite=suite,
+        list=list_name,
+        peer_list=peer_list,
+        purpose=purpose,
+        operator=operator,
+    )
+    await asyncio.to_thread(record.start, party.size)
+    talk = _Talk(party, request, points.labels, policy.release_labels, policy.max_set_size, peer)
+    talk.progress = progress
+    try:
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(talk.send_all(stream))
+                tasks.create_task(talk.read_all(stream))
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+        matches = await talk.matches()
+    except BaseException as exc:
+        await asyncio.shield(
+            asyncio.to_thread(record.fail, describe(exc), labels_sent=talk.labels_sent)
+        )
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+            raise
+        if isinstance(exc, CryptoError | InvalidInput):  # the peer's messages were unusable
+            raise PeerError(f"session with {peer} failed: {exc}") from None
+        raise
+    hits = hit_rows(matches, points.refs, points.types, talk.peer_labels)
+    match_count = party.match_count()
+    await asyncio.to_thread(
+        record.complete,
+        match_count,
+        party.peer_size,
+        hits,
+        labels_sent=talk.labels_sent,
+        labels_received=talk.peer_labels.count,
+    )
+    return MatchResult(
+        session_id=request.session_id,
+        peer=peer,
+        mode=mode,
+        suite=suite,
+        local_count=party.size,
+        peer_count=party.peer_size or 0,
+        match_count=match_count,
+        matches=hits,
+    )
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The error that ended a task group: a cause rather than the cancellations it caused."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
+class _Talk:
+    """Both directions of one session's stream, meeting through two events."""
+
+    def __init__(
+        self,
+        party: Initiator,
+        request: SessionRequest,
+        labels: tuple[str | None, ...],
+        release_labels: bool,
+        max_peer_size: int,
+        peer: str,
+    ) -> None:
+        self.party = party
+        self.request = request
+        self.labels = labels
+        self.release_labels = release_labels
+        self.max_peer_size = max_peer_size
+        self.peer = peer
+        self.peer_labels = LabelBook()
+        self.labels_sent = 0
+        self.summary: Summary | None = None
+        self.progress: TextIO | None = None
+        self._all_blinded = asyncio.Event()  # every y_b read: the reveal can go
+        self._all_evaluated = asyncio.Event()  # matches known: the labels can go
+        self._matches: list[tuple[int, int]] | None = None
+
+    async def matches(self) -> list[tuple[int, int]]:
+        """Our matched (position, peer index) pairs, computed once (mutual mode)."""
+        if self._matches is None:
+            mutual = self.party.mode is Mode.MUTUAL
+            self._matches = await asyncio.to_thread(self.party.matches) if mutual else []
+        return self._matches
+
+    async def send_all(self, stream: PeerStream) -> None:
+        party = self.party
+        await stream.send(Hello(self.request))
+        chunks = party.blinded_chunks()
+        sent = 0
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            await stream.send(Blinded(chunk))
+            sent += len(chunk) // 32
+            self._show(f"sent {sent:,}/{party.size:,}")
+        if party.mode is Mode.MUTUAL:
+            await self._all_blinded.wait()
+            for reveal in party.reveal_chunks():
+                await stream.send(Reveal(reveal))
+            await self._all_evaluated.wait()
+            if self.release_labels:
+                indices, labels = LabelBook.of_matches(await self.matches(), self.labels)
+                for chunk_indices, chunk_labels in label_chunks(indices, labels):
+                    await stream.send(Labels(chunk_indices, chunk_labels))
+                    self.labels_sent += len(chunk_indices)
+        await stream.done_sending()
+
+    async def read_all(self, stream: PeerStream) -> None:
+        party = self.party
+        while (message := await stream.receive()) is not None:
+            if isinstance(message, HelloReply):
+                if message.set_size > self.max_peer_size:
+                    raise PeerError(
+                        f"peer {self.peer} declared {message.set_size:,} elements, more than "
+                        f"its max_set_size of {self.max_peer_size:,}; raise it with "
+                        f"'blindmatch peer set' if that is expected"
+                    )
+                party.read_hello_reply(message.set_size)
+            elif isinstance(message, Blinded):
+                party.read_blinded(message.packed)
+                self._show(f"received {party._y_b_received:,}/{party.peer_size or 0:,}")
+            elif isinstance(message, Evaluated):
+                party.read_evaluated(message.packed)
+            elif isinstance(message, Labels):
+                self.peer_labels.add(message.indices, message.labels, party.peer_size or 0)
+            elif isinstance(message, Summary):
+                self.summary = message
+            else:
+                raise PeerError(f"peer {self.peer} sent an unexpected {type(message).__name__}")
+            if party.has_all_blinded and not self._all_blinded.is_set():
+                await asyncio.to_thread(party.collect_blinded)  # a bad y_b fails here
+                self._all_blinded.set()
+            if self._all_blinded.is_set() and party.has_all_evaluated:
+                self._all_evaluated.set()
+        if self.progress:
+            self.progress.write("\n")
+        if self.summary is None:
+            raise PeerError(f"peer {self.peer} ended the session without a summary")
+
+    def _show(self, text: str) -> None:
+        if self.progress:
+            self.progress.write(f"\r{text}   ")
+            self.progress.flush()

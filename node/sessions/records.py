@@ -1,0 +1,195 @@
+"""The one place that writes sessions, hits, disclosures and their audit entries.
+
+Every side of every session goes through `SessionRecord`: `start` records it
+`running` (so abandoned sessions count against the rate), then exactly one of
+`complete` (session, hits, the side's audit entry and a disclosure, in one
+transaction) or `fail` (status `failed` and `session.failed` with a human
+reason). Refusals before a session exists are `audit_refusal`. A disclosure
+has one schema whichever side or mode: who, which peer, session, list,
+direction (sent or received) and how many labels.
+
+Every function here blocks on SQLite: call it off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crypto.errors import CryptoError
+from node.data import audit
+from node.errors import NodeError
+from node.setup.context import NodeContext
+
+__all__ = [
+    "SessionRecord",
+    "append_audit",
+    "append_disclosure",
+    "audit_refusal",
+    "describe",
+    "hit_rows",
+]
+
+log = logging.getLogger("blindmatch.sessions")
+_REASON_CHARS = 300
+_COMPLETED_EVENT = {"initiator": "session.initiated", "responder": "session.answered"}
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line reason a person can read, for the audit log and the node's log."""
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, NodeError | CryptoError):
+        text = " ".join(str(exc).split())
+    else:
+        text = f"unexpected error ({type(exc).__name__}); see the node's log"
+    return (text or type(exc).__name__)[:_REASON_CHARS]
+
+
+def append_audit(
+    conn: sqlite3.Connection, node: NodeContext, event: str, fields: Mapping[str, Any]
+) -> None:
+    """Appends one audit entry inside the caller's transaction."""
+    audit.append(conn, node.audit_key, event, dict(fields))
+
+
+def append_disclosure(
+    conn: sqlite3.Connection,
+    node: NodeContext,
+    fields: Mapping[str, Any],
+    direction: str,
+    labels: int,
+) -> None:
+    """Audits labels sent to or received from a peer (nothing when there are none)."""
+    if labels:
+        keep = ("operator", "peer", "session_id", "list", "epoch")
+        entry = {k: fields[k] for k in keep if k in fields}
+        append_audit(conn, node, "disclosure", {**entry, "direction": direction, "labels": labels})
+
+
+def audit_refusal(node: NodeContext, event: str, fields: Mapping[str, Any], reason: str) -> None:
+    """Audits a refused request (`session.refused` or `screen.refused`) with its reason."""
+    store = node.store()
+    with store.transaction() as conn:
+        append_audit(conn, node, event, {**fields, "reason": reason})
+
+
+def hit_rows(
+    matches: Sequence[tuple[int, int]],
+    refs: Sequence[str],
+    types: Sequence[str],
+    peer_labels: Mapping[int, str | None] | Any,
+) -> list[dict[str, Any]]:
+    """Hit rows of matched (position, peer index) pairs; `peer_labels.get(index)` gives a label."""
+    return [
+        {"ref": refs[pos], "type": types[pos], "peer_label": peer_labels.get(j)}
+        for pos, j in matches
+    ]
+
+
+@dataclass
+class SessionRecord:
+    """One session as this node records it, from start to completion or failure."""
+
+    node: NodeContext
+    session_id: str
+    peer: str
+    role: str
+    mode: str
+    suite: str
+    list: str
+    peer_list: str | None
+    purpose: str
+    operator: str
+    closed: bool = False
+
+    def fields(self, **extra: object) -> dict[str, object]:
+        """The audit fields every entry of this session carries, plus `extra`."""
+        return {
+            "operator": self.operator,
+            "peer": self.peer,
+            "session_id": self.session_id,
+            "purpose": self.purpose,
+            "list": self.list,
+            "peer_list": self.peer_list,
+            "mode": self.mode,
+            "suite": self.suite,
+            **extra,
+        }
+
+    def start(self, local_count: int, peer_count: int | None = None) -> None:
+        """Records the session as running."""
+        store = self.node.store()
+        with store.transaction():
+            store.record_session(
+                self.session_id,
+                self.peer,
+                self.role,
+                self.mode,
+                self.suite,
+                self.list,
+                self.purpose,
+                peer_list=self.peer_list,
+                local_count=local_count,
+                peer_count=peer_count,
+                started_at=self.node.now().isoformat(timespec="seconds"),
+            )
+
+    def complete(
+        self,
+        match_count: int,
+        peer_count: int | None,
+        hits: Sequence[Mapping[str, Any]],
+        labels_sent: int = 0,
+        labels_received: int = 0,
+        event: str | None = None,
+        **audit_extra: object,
+    ) -> None:
+        """Records the completed session, its hits, audit entry and disclosures at once."""
+        store = self.node.store()
+        fields = self.fields(peer_set_size=peer_count, match_count=match_count, hits=len(hits))
+        self.closed = True
+        with store.transaction() as conn:
+            store.finish_session(self.session_id, "completed", match_count, peer_count=peer_count)
+            store.add_hits(self.session_id, self.peer, self.role, hits)
+            append_audit(
+                conn, self.node, event or _COMPLETED_EVENT[self.role], fields | audit_extra
+            )
+            append_disclosure(conn, self.node, fields, "sent", labels_sent)
+            append_disclosure(conn, self.node, fields, "received", labels_received)
+        log.info(
+            "%s %s session %s with %s on %s completed: %s",
+            self.role,
+            self.mode,
+            self.session_id,
+            self.peer,
+            self.list,
+            # A count session's responder never learns the count.
+            "count kept by the initiator"
+            if self.mode == "count" and self.role == "responder"
+            else f"{match_count} shared",
+        )
+
+    def fail(self, reason: str, labels_sent: int = 0) -> None:
+        """Records the session as failed, with a human reason (once; not after `complete`)."""
+        if self.closed:
+            return
+        self.closed = True
+        store = self.node.store()
+        fields = self.fields(reason=reason)
+        with store.transaction() as conn:
+            store.finish_session(self.session_id, "failed")
+            append_audit(conn, self.node, "session.failed", fields)
+            append_disclosure(conn, self.node, fields, "sent", labels_sent)
+        log.info(
+            "%s %s session %s with %s failed: %s",
+            self.role,
+            self.mode,
+            self.session_id,
+            self.peer,
+            reason,
+        )

@@ -1,0 +1,390 @@
+"""The node's configuration: `NODE_DIR/node.toml`, its peers and their policies.
+
+A node directory holds::
+
+    node.toml        this file: agency id, listen address, canonicalisation, peers
+    store.sqlite     lists, records, cached points, sessions, hits, audit (node.store)
+    audit.key/.pub   Ed25519 key that signs the audit log (node.pki)
+    tls/             node.key, node.crt (issued by the federation CA) and ca.crt
+
+`node.toml`::
+
+    agency = "customs-nl"            # the agency id, also the CN of its TLS certificate
+    listen = "127.0.0.1:50051"
+    region = "NL"                    # default phone region
+    date_order = ""                  # "", "DMY" or "MDY"
+    suite = "x25519-blake3"          # suite of the mutual/count sessions this node initiates
+    screen_epoch_hours = 168         # screening key epochs rotate this often (lazily, on use)
+    idle_seconds = 30                # a stream with no message for this long is aborted
+    max_sessions = 256               # calls served at once, all peers together
+    grace_seconds = 30               # on SIGTERM, calls in flight get this long to finish
+    [peers.police-nl]
+    address = "127.0.0.1:50052"
+    lists = []                       # empty = all lists
+    modes = ["mutual", "count"]
+    release_labels = false
+    max_set_size = 1000000
+    sessions_per_hour = 60           # each direction counted on its own
+    max_concurrent = 4               # calls from this peer served at once
+    screen_budget_per_day = 100000
+
+Writes go to a temporary file that replaces `node.toml` atomically, so a crash
+never leaves half a configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, cast
+
+import tomli_w
+
+from crypto.groups import SUITES
+from node.data.identifiers import CanonContext, DateOrder
+from node.errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_MODES",
+    "MODES",
+    "NodeConfig",
+    "PeerPolicy",
+    "add_peer",
+    "check_address",
+    "check_agency",
+    "write_config",
+]
+
+CONFIG_FILE = "node.toml"
+MODES = frozenset({"mutual", "count", "screen"})
+DEFAULT_MODES = frozenset({"mutual", "count"})
+DEFAULT_SUITE = "x25519-blake3"
+DEFAULT_SCREEN_EPOCH_HOURS = 168
+# Serving limits (DESIGN §5), each a whole number within its range.
+SERVING_LIMITS = {
+    "idle_seconds": (30, 1, 3600),
+    "max_sessions": (256, 1, 100_000),
+    "grace_seconds": (30, 0, 3600),
+}
+_AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
+
+
+def check_agency(agency: str, where: str = "--agency") -> str:
+    """Returns `agency` if it is a valid agency id, or raises ConfigError saying how to fix it."""
+    if not isinstance(agency, str) or not _AGENCY.fullmatch(agency):
+        raise ConfigError(
+            f"{where}: agency id {agency!r} is invalid: use 2-63 lower-case letters, digits "
+            "and dashes, starting with a letter or digit (e.g. customs-nl)"
+        )
+    return agency
+
+
+def check_address(address: str, where: str = "address") -> tuple[str, int]:
+    """Returns (host, port) of a HOST:PORT address, or raises ConfigError."""
+    host, colon, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            f"{where}: {address!r} is not HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)"
+        )
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class PeerPolicy:
+    """What one peer agency may ask of this node, and where to reach it."""
+
+    agency: str
+    address: str
+    lists: tuple[str, ...] = ()
+    modes: frozenset[str] = DEFAULT_MODES
+    release_labels: bool = False
+    max_set_size: int = 1_000_000
+    sessions_per_hour: int = 60
+    max_concurrent: int = 4
+    screen_budget_per_day: int = 100_000
+
+    def allows_list(self, name: str) -> bool:
+        """Returns whether the peer may match against the list `name`."""
+        return not self.lists or name in self.lists
+
+    def allows_mode(self, mode: str) -> bool:
+        """Returns whether the peer may run sessions of `mode`."""
+        return mode in self.modes
+
+    def to_toml(self) -> dict[str, Any]:
+        """Returns the peer's table as written in node.toml."""
+        return {
+            "address": self.address,
+            "lists": list(self.lists),
+            "modes": sorted(self.modes),
+            "release_labels": self.release_labels,
+            "max_set_size": self.max_set_size,
+            "sessions_per_hour": self.sessions_per_hour,
+            "max_concurrent": self.max_concurrent,
+            "screen_budget_per_day": self.screen_budget_per_day,
+        }
+
+    def __post_init__(self) -> None:
+        where = f"peer {self.agency!r}"
+        check_agency(self.agency, where)
+        check_address(self.address, f"{where} address")
+        unknown = set(self.modes) - MODES
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown mode(s) {', '.join(sorted(unknown))}; "
+                f"use {', '.join(sorted(MODES))}"
+            )
+        for name in (
+            "max_set_size",
+            "sessions_per_hour",
+            "max_concurrent",
+            "screen_budget_per_day",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node's configuration, loaded from `NODE_DIR/node.toml`."""
+
+    node_dir: Path
+    agency: str
+    listen: str
+    region: str = ""
+    date_order: str = ""
+    suite: str = DEFAULT_SUITE
+    screen_epoch_hours: int = DEFAULT_SCREEN_EPOCH_HOURS
+    idle_seconds: int = SERVING_LIMITS["idle_seconds"][0]
+    max_sessions: int = SERVING_LIMITS["max_sessions"][0]
+    grace_seconds: int = SERVING_LIMITS["grace_seconds"][0]
+    peers: Mapping[str, PeerPolicy] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def config_path(self) -> Path:
+        """Path of node.toml."""
+        return self.node_dir / CONFIG_FILE
+
+    @property
+    def store_path(self) -> Path:
+        """Path of the SQLite store."""
+        return self.node_dir / "store.sqlite"
+
+    @property
+    def tls_key(self) -> Path:
+        """Path of the node's TLS private key."""
+        return self.node_dir / "tls" / "node.key"
+
+    @property
+    def tls_cert(self) -> Path:
+        """Path of the node's TLS certificate."""
+        return self.node_dir / "tls" / "node.crt"
+
+    @property
+    def ca_cert(self) -> Path:
+        """Path of the federation CA certificate the node trusts."""
+        return self.node_dir / "tls" / "ca.crt"
+
+    @property
+    def audit_key(self) -> Path:
+        """Path of the Ed25519 key that signs the audit log."""
+        return self.node_dir / "audit.key"
+
+    def peer(self, agency: str) -> PeerPolicy:
+        """Returns the policy of peer `agency`, or raises ConfigError if it is not configured."""
+        try:
+            return self.peers[agency]
+        except KeyError:
+            raise ConfigError(
+                f"peer {agency!r} is not configured in {self.config_path}: add it with "
+                f"'blindmatch peer add {self.node_dir} --agency {agency} --address HOST:PORT'"
+            ) from None
+
+    def canon_context(self) -> CanonContext:
+        """Returns how this node canonicalises identifiers (phone region, date order)."""
+        order = cast(DateOrder | None, self.date_order or None)
+        return CanonContext(region=self.region or None, date_order=order)
+
+    def to_toml(self) -> dict[str, Any]:
+        """Returns the configuration as written in node.toml."""
+        return {
+            "agency": self.agency,
+            "listen": self.listen,
+            "region": self.region,
+            "date_order": self.date_order,
+            "suite": self.suite,
+            "screen_epoch_hours": self.screen_epoch_hours,
+            **{name: getattr(self, name) for name in SERVING_LIMITS},
+            "peers": {name: peer.to_toml() for name, peer in sorted(self.peers.items())},
+        }
+
+    def __post_init__(self) -> None:
+        where = str(self.node_dir / CONFIG_FILE)
+        check_agency(self.agency, f"{where}: agency")
+        check_address(self.listen, f"{where}: listen")
+        if self.date_order not in ("", "DMY", "MDY"):
+            raise ConfigError(f'{where}: date_order {self.date_order!r} must be "", "DMY" or "MDY"')
+        if self.suite not in SUITES:
+            raise ConfigError(
+                f"{where}: suite {self.suite!r} is unknown; use {', '.join(sorted(SUITES))}"
+            )
+        hours = self.screen_epoch_hours
+        if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= 87_600:
+            raise ConfigError(
+                f"{where}: screen_epoch_hours must be a whole number of hours from 1 to 87600 "
+                f"(ten years), got {hours!r}"
+            )
+        for name, (_, low, high) in SERVING_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(
+                    f"{where}: {name} must be a whole number from {low} to {high}, got {value!r}"
+                )
+        try:
+            self.canon_context()
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+    @classmethod
+    def load(cls, node_dir: str | os.PathLike[str]) -> NodeConfig:
+        """Reads `node_dir/node.toml`, or raises ConfigError naming the file and key at fault."""
+        node_dir = Path(node_dir)
+        path = node_dir / CONFIG_FILE
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{path} not found: is {node_dir} a node directory? Create one with "
+                "'blindmatch init NODE_DIR --agency ID --listen HOST:PORT --ca CA_DIR'"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}); fix or re-create it") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+        return cls.from_toml(node_dir, data)
+
+    @classmethod
+    def from_toml(cls, node_dir: Path, data: Mapping[str, Any]) -> NodeConfig:
+        """Builds a config from the parsed contents of node.toml."""
+        path = node_dir / CONFIG_FILE
+        known = {
+            "agency",
+            "listen",
+            "region",
+            "date_order",
+            "suite",
+            "screen_epoch_hours",
+            "peers",
+            *SERVING_LIMITS,
+        }
+        _no_unknown(data, known, str(path))
+        peers_table = _get(data, "peers", dict, str(path), {})
+        peers = {}
+        for name, table in peers_table.items():
+            where = f"{path}: [peers.{name}]"
+            if not isinstance(table, dict):
+                raise ConfigError(f"{where} must be a table")
+            _no_unknown(table, set(PeerPolicy.__dataclass_fields__) - {"agency"}, where)
+            if "address" not in table:
+                raise ConfigError(f"{where}: missing key 'address' (HOST:PORT of the peer)")
+            try:
+                peers[name] = _peer_from_table(name, table, where)
+            except ConfigError as exc:
+                if str(path) in str(exc):
+                    raise
+                raise ConfigError(f"{where}: {exc}") from None
+        for key in ("agency", "listen"):
+            if key not in data:
+                raise ConfigError(f"{path}: missing key {key!r}")
+        return cls(
+            node_dir=node_dir,
+            agency=_get(data, "agency", str, str(path)),
+            listen=_get(data, "listen", str, str(path)),
+            region=_get(data, "region", str, str(path), ""),
+            date_order=_get(data, "date_order", str, str(path), ""),
+            suite=_get(data, "suite", str, str(path), DEFAULT_SUITE),
+            screen_epoch_hours=_get(
+                data, "screen_epoch_hours", int, str(path), DEFAULT_SCREEN_EPOCH_HOURS
+            ),
+            peers=MappingProxyType(peers),
+            **{
+                name: _get(data, name, int, str(path), default)
+                for name, (default, _, _) in SERVING_LIMITS.items()
+            },
+        )
+
+
+def _peer_from_table(name: str, table: Mapping[str, Any], where: str) -> PeerPolicy:
+    lists = _get(table, "lists", list, where, [])
+    modes = _get(table, "modes", list, where, sorted(DEFAULT_MODES))
+    return PeerPolicy(
+        agency=name,
+        address=_get(table, "address", str, where),
+        lists=tuple(_strings(lists, f"{where} lists")),
+        modes=frozenset(_strings(modes, f"{where} modes")),
+        release_labels=_get(table, "release_labels", bool, where, False),
+        max_set_size=_get(table, "max_set_size", int, where, 1_000_000),
+        sessions_per_hour=_get(table, "sessions_per_hour", int, where, 60),
+        max_concurrent=_get(table, "max_concurrent", int, where, 4),
+        screen_budget_per_day=_get(table, "screen_budget_per_day", int, where, 100_000),
+    )
+
+
+def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; known: {', '.join(sorted(known))}")
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{where}: key {key!r} must be a {kind.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _strings(values: Iterable[Any], where: str) -> list[str]:
+    out = list(values)
+    if not all(isinstance(v, str) for v in out):
+        raise ConfigError(f"{where}: every entry must be a string")
+    return out
+
+
+def write_config(config: NodeConfig) -> None:
+    """Writes `config` to its node.toml atomically (temporary file, then os.replace)."""
+    path = config.config_path
+    fd, tmp = tempfile.mkstemp(prefix=".node.toml.", dir=config.node_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            tomli_w.dump(config.to_toml(), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def add_peer(node_dir: str | os.PathLike[str], peer: PeerPolicy) -> NodeConfig:
+    """Adds or replaces a peer in `node_dir/node.toml` and returns the new config."""
+    config = NodeConfig.load(node_dir)
+    if peer.agency == config.agency:
+        raise ConfigError(f"peer {peer.agency!r} is this node's own agency; add another agency")
+    peers = dict(config.peers)
+    peers[peer.agency] = peer
+    new = dataclasses.replace(config, peers=MappingProxyType(peers))
+    write_config(new)
+    return new
