@@ -401,6 +401,7 @@ def _add_epoch(subparsers: Subparsers) -> None:
 
 def _cmd_epoch_rotate(args: argparse.Namespace) -> int:
     from crypto.batch import BatchRunner, new_process_pool
+    from node.data.screening import entry_counts
     from node.sessions.screen_responder import current_epoch, rotate_epoch
     from node.setup.context import NodeContext
 
@@ -410,9 +411,7 @@ def _cmd_epoch_rotate(args: argparse.Namespace) -> int:
         with node.open_store() as store:
             epoch = rotate_epoch(node, store, args.list_name, _operator(args))
             epoch = current_epoch(node, store, args.list_name)  # encode now, not on first fetch
-            entries = store.conn.execute(
-                "SELECT count(*) FROM screen_entries WHERE epoch_id = ?", (epoch.id,)
-            ).fetchone()[0]
+            entries, _ = entry_counts(store, epoch.id)
     finally:
         pool.shutdown(cancel_futures=True)
     print(f"list {args.list_name}: screening epoch {epoch.id}, {entries:,} entries encoded")

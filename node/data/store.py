@@ -382,10 +382,18 @@ class Store:
             "load it with 'blindmatch ingest NODE_DIR --list NAME FILE'"
         )
 
-    def list_version(self, name: str) -> int | None:
-        """Returns the content version of list `name`, or None if there is no such list."""
-        row = self.conn.execute("SELECT version FROM lists WHERE name = ?", (name,)).fetchone()
-        return None if row is None else int(row[0])
+    def list_row(self, name: str) -> tuple[int, int, str]:
+        """Returns (id, version, kind) of list `name`, or raises NotFound (a peer may see why)."""
+        row = self.conn.execute(
+            "SELECT id, version, kind FROM lists WHERE name = ?", (name,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(
+                f"no list {name!r} in {self.path}; load it with "
+                "'blindmatch ingest NODE_DIR --list NAME FILE'",
+                peer=f"list {name!r} does not exist on this node",
+            )
+        return int(row[0]), int(row[1]), str(row[2])
 
     def list_id(self, name: str) -> int | None:
         """Returns the id of list `name`, or None."""

@@ -20,7 +20,6 @@ from typing import Any
 
 from crypto.psi import PointSet
 from node.data.store import ListPoints
-from node.errors import NotFound
 from node.policy import SessionSlots, authorize
 from node.sessions.records import audit_refusal, describe
 from node.setup.config import PeerPolicy
@@ -49,15 +48,7 @@ class ListCache:
     def get_blocking(self, node: NodeContext, name: str, suite: str) -> SharedList:
         """The list's current points (reads the store when its version changed)."""
         store = node.store()
-        row = store.conn.execute("SELECT version, kind FROM lists WHERE name = ?", (name,))
-        found = row.fetchone()
-        if found is None:
-            raise NotFound(
-                f"a peer asked for list {name!r}, which does not exist; load it with "
-                "'blindmatch ingest NODE_DIR --list NAME FILE'",
-                peer=f"list {name!r} does not exist on this node",
-            )
-        version, kind = int(found[0]), str(found[1])
+        _, version, kind = store.list_row(name)
         with self._lock:  # one load per version; concurrent sessions wait for it
             shared = self._lists.get((name, suite))
             if shared is None or shared.version != version:

@@ -16,31 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
 from crypto import screening
 from crypto.errors import CryptoError
-from node.data.store import utc_now
+from node.data import screening as tables
+from node.data.screening import CachedSet
 from node.errors import PeerError, StaleEpoch
 from node.policy import PROTOCOL_VERSION, FetchRequest, ScreenQuery, check_purpose
 from node.sessions.answering import Answering
 from node.sessions.records import SessionRecord, describe
 from node.sessions.results import MatchResult
-from node.sessions.screen_responder import (
-    SUITE,
-    EncodedHeader,
-    answer_fetch,
-    answer_screen,
-    list_row,
-)
+from node.sessions.screen_responder import SUITE, EncodedHeader, answer_fetch, answer_screen
 from node.setup.context import NodeContext
 
 __all__ = ["LocalTransport", "OwnList", "ScreeningTransport", "own_list", "run_screen"]
 
 _IN_FLIGHT = 2  # Screen batches outstanding at once
-_LOOKUP_PARAMS = 500  # tags per `IN (...)` lookup
 
 EncodedChunks = AsyncIterator[tuple[EncodedHeader, bytes, list[bytes]]]
 
@@ -58,17 +52,6 @@ class ScreeningTransport(Protocol):
 
 
 @dataclass(frozen=True)
-class CachedSet:
-    """A peer's encoded list as cached in our store."""
-
-    id: int
-    epoch: int
-    list_version: int
-    public_key: bytes
-    entries: int
-
-
-@dataclass(frozen=True)
 class OwnList:
     """Our list as a query: distinct elements, their points, and the rows behind each."""
 
@@ -80,16 +63,12 @@ class OwnList:
 def own_list(node: NodeContext, list_name: str) -> OwnList:
     """Reads our list `list_name` as distinct elements with their points and rows (blocking)."""
     store = node.store()
-    list_id, _, _ = list_row(store, list_name)
+    list_id, _, _ = store.list_row(list_name)
     index: dict[bytes, int] = {}
     elements: list[bytes] = []
     points: list[bytes] = []
     rows: list[list[tuple[str, str]]] = []
-    for element, point, ref, type_ in store.conn.execute(
-        "SELECT e.element, e.point_ristretto, r.ref, e.type FROM elements e "
-        "JOIN records r ON e.record_id = r.id WHERE r.list_id = ? ORDER BY e.id",
-        (list_id,),
-    ):
+    for element, point, ref, type_ in tables.own_elements(store, list_id):
         i = index.get(element)
         if i is None:
             i = index[element] = len(elements)
@@ -98,19 +77,6 @@ def own_list(node: NodeContext, list_name: str) -> OwnList:
             rows.append([])
         rows[i].append((ref, type_))
     return OwnList(elements, b"".join(points), rows)
-
-
-def _cached(node: NodeContext, peer: str, list_name: str) -> CachedSet | None:
-    row = (
-        node.store()
-        .conn.execute(
-            "SELECT id, epoch, list_version, public_key, entries FROM screen_cache "
-            "WHERE peer = ? AND list = ? ORDER BY epoch DESC, id DESC LIMIT 1",
-            (peer, list_name),
-        )
-        .fetchone()
-    )
-    return None if row is None else CachedSet(*row)
 
 
 async def _fetch(
@@ -134,65 +100,6 @@ async def _fetch(
         announced = header.total if header else 0
         raise PeerError(f"peer {peer} announced {announced:,} encoded entries but sent {entries:,}")
     return header, chunks
-
-
-def _store_fetched(
-    node: NodeContext,
-    peer: str,
-    list_name: str,
-    header: EncodedHeader,
-    chunks: list[tuple[bytes, list[bytes]]],
-) -> CachedSet:
-    """Replaces our cached copy of the peer's encoded list (blocking)."""
-    store = node.store()
-    labelled = any(sealed for _, sealed in chunks)
-    with store.transaction() as conn:
-        conn.execute("DELETE FROM screen_cache WHERE peer = ? AND list = ?", (peer, list_name))
-        cursor = conn.execute(
-            "INSERT INTO screen_cache (peer, list, epoch, list_version, public_key, list_kind, "
-            "entries, labels_withheld, fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                peer,
-                list_name,
-                header.epoch,
-                header.list_version,
-                header.public_key,
-                header.list_kind or "watchlist",
-                header.total,
-                int(not labelled),
-                utc_now(),
-            ),
-        )
-        cache_id = int(cursor.lastrowid or 0)
-        for tags, sealed in chunks:
-            conn.executemany(
-                "INSERT INTO screen_cache_entries (cache_id, tag, sealed_label) VALUES (?, ?, ?)",
-                (
-                    (cache_id, tags[i * 16 : i * 16 + 16], sealed[i] if sealed else b"")
-                    for i in range(len(tags) // 16)
-                ),
-            )
-    return CachedSet(cache_id, header.epoch, header.list_version, header.public_key, header.total)
-
-
-def _lookup(node: NodeContext, cache_id: int, tags: Sequence[bytes]) -> dict[bytes, list[bytes]]:
-    """The cached entries (sealed labels, in fetch order) of the given tags (blocking)."""
-    found: dict[bytes, list[bytes]] = {}
-    unique = list(dict.fromkeys(tags))
-    for start in range(0, len(unique), _LOOKUP_PARAMS):
-        part = unique[start : start + _LOOKUP_PARAMS]
-        rows = (
-            node.store()
-            .conn.execute(
-                "SELECT tag, sealed_label FROM screen_cache_entries "
-                f"WHERE cache_id = ? AND tag IN ({','.join('?' * len(part))}) ORDER BY rowid",
-                (cache_id, *part),
-            )
-            .fetchall()
-        )
-        for tag, sealed in rows:
-            found.setdefault(tag, []).append(sealed)
-    return found
 
 
 async def _query(
@@ -277,7 +184,7 @@ def _finalize(
             f"it published for epoch {cached.epoch}, or the answer was altered ({exc})"
         ) from None
     tags = [screening.tag_of(o) for o in outputs]
-    found = _lookup(node, cached.id, tags)
+    found = tables.cached_entries(node.store(), cached.id, tags)
     hits: dict[int, list[str]] = {}
     for i, (output, tag) in enumerate(zip(outputs, tags, strict=True)):
         entries = found.get(tag)
@@ -324,11 +231,17 @@ async def run_screen(
     async def fetch() -> CachedSet:
         nonlocal fetches
         fetches += 1
-        header, chunks = await _fetch(transport, peer, peer_list, purpose)
-        return await asyncio.to_thread(_store_fetched, node, peer, peer_list, header, chunks)
+        h, chunks = await _fetch(transport, peer, peer_list, purpose)
+        kind = h.list_kind or "watchlist"
+        return await asyncio.to_thread(
+            lambda: tables.replace_cached_set(
+                node.store(), peer, peer_list, h.epoch, h.list_version, h.public_key, kind, chunks
+            )
+        )
 
     try:
-        cached = await asyncio.to_thread(_cached, node, peer, peer_list) or await fetch()
+        cached = await asyncio.to_thread(lambda: tables.cached_set(node.store(), peer, peer_list))
+        cached = cached or await fetch()
         hits: dict[int, list[str]] = {}
         while own.elements:
             try:

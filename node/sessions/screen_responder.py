@@ -31,8 +31,10 @@ from typing import Any
 
 from crypto import screening
 from crypto.batch import BatchRunner
+from node.data import screening as tables
+from node.data.screening import Epoch
 from node.data.store import Store
-from node.errors import InvalidInput, LimitExceeded, NotFound, StaleEpoch
+from node.errors import InvalidInput, LimitExceeded, StaleEpoch
 from node.policy import FetchRequest, ScreenQuery
 from node.sessions.answering import Answering
 from node.sessions.records import append_audit, append_disclosure
@@ -51,7 +53,6 @@ __all__ = [
 ]
 
 SUITE = "ristretto255-sha512"
-CHUNK_ENTRIES = 4096
 _BUILD_ROWS = 20_000  # elements per worker task when encoding
 _BUILD_ATTEMPTS = 3  # builds restarted because another process rotated the epoch
 _build_locks: dict[tuple[str, str], threading.Lock] = collections.defaultdict(threading.Lock)
@@ -61,54 +62,11 @@ _build_locks_guard = threading.Lock()
 # -- responder: epochs and the encoded set ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Epoch:
-    """A list's key epoch: its number, seed (secret) and public key."""
-
-    id: int
-    list_id: int
-    list_name: str
-    seed: bytes
-    public_key: bytes
-    list_version: int
-    created_at: str
-
-    def key_pair(self) -> tuple[bytes, bytes]:
-        """The epoch's VOPRF key pair (k, K)."""
-        return screening.epoch_key_pair(self.seed, self.list_name, self.id)
-
-
-def list_row(store: Store, name: str) -> tuple[int, int, str]:
-    row = store.conn.execute(
-        "SELECT id, version, kind FROM lists WHERE name = ?", (name,)
-    ).fetchone()
-    if row is None:
-        raise NotFound(
-            f"no list {name!r}; load it with 'blindmatch ingest NODE_DIR --list NAME FILE'",
-            peer=f"list {name!r} does not exist on this node",
-        )
-    return int(row[0]), int(row[1]), str(row[2])
-
-
-def _epoch(store: Store, list_name: str) -> Epoch | None:
-    row = store.conn.execute(
-        """
-        SELECT e.id, e.list_id, e.seed, e.public_key, e.list_version, e.created_at
-        FROM screen_epochs e JOIN lists l ON e.list_id = l.id
-        WHERE l.name = ? ORDER BY e.id DESC LIMIT 1
-        """,
-        (list_name,),
-    ).fetchone()
-    if row is None:
-        return None
-    return Epoch(row[0], row[1], list_name, row[2], row[3], row[4], row[5])
-
-
 def rotate_epoch(
     node: NodeContext, store: Store, list_name: str, operator: str, reason: str = "manual"
 ) -> Epoch:
     """Starts a new key epoch for a list, deleting the old ones; audits "epoch.rotated"."""
-    list_id, _, _ = list_row(store, list_name)
+    list_id, _, _ = store.list_row(list_name)
     with store.transaction() as conn:
         return _rotate(node, conn, list_id, list_name, operator, reason)
 
@@ -121,31 +79,12 @@ def _rotate(
     operator: str,
     reason: str,
 ) -> Epoch:
-    seed = secrets.token_bytes(32)
     now = node.now().isoformat(timespec="seconds")
-    old = [r[0] for r in conn.execute("SELECT id FROM screen_epochs WHERE list_id = ?", (list_id,))]
-    cursor = conn.execute(
-        "INSERT INTO screen_epochs (list_id, seed, public_key, list_version, created_at) "
-        "VALUES (?, ?, ?, -1, ?)",
-        (list_id, seed, b"", now),
-    )
-    epoch_id = int(cursor.lastrowid or 0)
-    _, public_key = screening.epoch_key_pair(seed, list_name, epoch_id)
-    conn.execute("UPDATE screen_epochs SET public_key = ? WHERE id = ?", (public_key, epoch_id))
-    conn.execute("DELETE FROM screen_epochs WHERE list_id = ? AND id != ?", (list_id, epoch_id))
-    append_audit(
-        conn,
-        node,
-        "epoch.rotated",
-        {
-            "operator": operator,
-            "list": list_name,
-            "epoch": epoch_id,
-            "previous": old[-1] if old else None,
-            "reason": reason,
-        },
-    )
-    return Epoch(epoch_id, list_id, list_name, seed, public_key, -1, now)
+    epoch = tables.insert_epoch(conn, list_id, list_name, secrets.token_bytes(32), now)
+    previous = tables.delete_other_epochs(conn, list_id, keep=epoch.id)
+    fields = {"operator": operator, "list": list_name, "epoch": epoch.id, "previous": previous}
+    append_audit(conn, node, "epoch.rotated", {**fields, "reason": reason})
+    return epoch
 
 
 def _due(node: NodeContext, epoch: Epoch) -> bool:
@@ -156,11 +95,11 @@ def _due(node: NodeContext, epoch: Epoch) -> bool:
 def _epoch_when_due_rotated(node: NodeContext, store: Store, list_id: int, list_name: str) -> Epoch:
     """The current epoch, rotated first if due: decided again inside the write transaction,
     so of several processes serving one store (`serve --workers`) only one rotates."""
-    epoch = _epoch(store, list_name)  # read first: the usual case takes no write lock
+    epoch = tables.latest_epoch(store, list_name)  # read first: usually no write lock needed
     if epoch is not None and not _due(node, epoch):
         return epoch
     with store.transaction() as conn:
-        epoch = _epoch(store, list_name)
+        epoch = tables.latest_epoch(store, list_name)
         if epoch is not None and not _due(node, epoch):
             return epoch
         reason = "first use" if epoch is None else "schedule"
@@ -169,7 +108,7 @@ def _epoch_when_due_rotated(node: NodeContext, store: Store, list_id: int, list_
 
 def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
     """The list's current epoch, rotated if due and with its encoded set up to date."""
-    list_id, version, _ = list_row(store, list_name)
+    list_id, version, _ = store.list_row(list_name)
     key = (str(node.config.node_dir), list_name)
     with _build_locks_guard:
         lock = _build_locks[key]
@@ -183,10 +122,8 @@ def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:
             except _EpochGone:  # rotated by another process meanwhile: build the new one
                 continue
             with store.transaction() as conn:
-                conn.execute(
-                    "UPDATE screen_epochs SET list_version = ? WHERE id = ?", (version, epoch.id)
-                )
-            return _epoch(store, list_name) or epoch
+                tables.set_epoch_version(conn, epoch.id, version)
+            return tables.latest_epoch(store, list_name) or epoch
     text = f"list {list_name!r} changed key epoch while its encoded set was built; try again"
     raise StaleEpoch(text, peer=text, retry_after=1.0)
 
@@ -199,18 +136,7 @@ def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
     """Encodes every element of the list without an entry for `epoch`; returns how many."""
     sk, _ = epoch.key_pair()
     runner = node.runner
-    # Streamed in order (`+r.list_id`: SQLite scans records by id instead of sorting the
-    # whole list first), so entries are appended in element order.
-    cursor = store.conn.execute(
-        """
-        SELECT e.id, e.element, e.point_ristretto, r.label
-        FROM records r JOIN elements e ON e.record_id = r.id
-        LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
-        WHERE +r.list_id = ? AND s.element_id IS NULL
-        ORDER BY r.id, e.id
-        """,
-        (epoch.id, epoch.list_id),
-    )
+    cursor = tables.unencoded(store, epoch)
     pending: collections.deque[tuple[list[int], Future[tuple[bytes, list[bytes]]]]] = (
         collections.deque()
     )
@@ -218,20 +144,12 @@ def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
     def write(ids: list[int], result: tuple[bytes, list[bytes]]) -> None:
         tags, sealed = result
         with store.transaction() as conn:
-            alive = conn.execute("SELECT 1 FROM screen_epochs WHERE id = ?", (epoch.id,))
-            if alive.fetchone() is None:
+            if not tables.epoch_exists(conn, epoch.id):
                 raise _EpochGone
-            conn.executemany(
-                "INSERT OR IGNORE INTO screen_entries (epoch_id, tag, element_id, sealed_label) "
-                "VALUES (?, ?, ?, ?)",
-                (
-                    (epoch.id, tags[i * 16 : i * 16 + 16], element_id, sealed[i])
-                    for i, element_id in enumerate(ids)
-                ),
-            )
+            tables.insert_entries(conn, epoch.id, ids, tags, sealed)
 
     encoded = 0
-    for part in _tasks(cursor, _unencoded_count(store, epoch), runner):
+    for part in _tasks(cursor, tables.unencoded_count(store, epoch), runner):
         future = runner.submit(
             screening.encode_entries,
             sk,
@@ -246,17 +164,6 @@ def build_encoded_list(node: NodeContext, store: Store, epoch: Epoch) -> int:
     while pending:
         write(*_popped(pending))
     return encoded
-
-
-def _unencoded_count(store: Store, epoch: Epoch) -> int:
-    (elements,) = store.conn.execute(
-        "SELECT count(*) FROM records r JOIN elements e ON e.record_id = r.id WHERE r.list_id = ?",
-        (epoch.list_id,),
-    ).fetchone()
-    (entries,) = store.conn.execute(
-        "SELECT count(*) FROM screen_entries WHERE epoch_id = ?", (epoch.id,)
-    ).fetchone()
-    return max(0, int(elements) - int(entries))
 
 
 def _tasks(cursor: sqlite3.Cursor, remaining: int, runner: BatchRunner) -> Iterator[list[Any]]:
@@ -320,7 +227,7 @@ async def answer_fetch(
             header = await asyncio.to_thread(_fetched, node, policy, request, fields)
             # A connection of its own: the rows are read in steps, from whichever thread.
             with Store.open(node.config.node_dir, any_thread=True) as store:
-                chunks = _entry_chunks(store, header.epoch, policy.release_labels)
+                chunks = tables.entry_chunks(store, header.epoch, policy.release_labels)
                 first = True
                 while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                     yield header, *chunk
@@ -339,45 +246,25 @@ def _fetched(
     """Brings the epoch up to date and audits the fetch and its disclosure (blocking)."""
     store = node.store()
     epoch = current_epoch(node, store, request.list)
-    _, _, kind = list_row(store, request.list)
-    total, labelled = store.conn.execute(
-        "SELECT count(*), coalesce(sum(length(sealed_label) > 0), 0) FROM screen_entries "
-        "WHERE epoch_id = ?",
-        (epoch.id,),
-    ).fetchone()
-    released = int(labelled) if policy.release_labels else 0
+    _, _, kind = store.list_row(request.list)
+    total, labelled = tables.entry_counts(store, epoch.id)
+    released = labelled if policy.release_labels else 0
     entry = {"operator": f"peer:{policy.agency}", **fields, "epoch": epoch.id}
     with store.transaction() as conn:
         append_audit(
             conn,
             node,
             "screen.fetched",
-            {**entry, "entries": int(total), "labels_withheld": not released},
+            {**entry, "entries": total, "labels_withheld": not released},
         )
         append_disclosure(conn, node, entry, "sent", released)
-    return EncodedHeader(epoch.id, epoch.public_key, epoch.list_version, kind, int(total))
-
-
-def _entry_chunks(store: Store, epoch_id: int, labels: bool) -> Iterator[tuple[bytes, list[bytes]]]:
-    cursor = store.conn.execute(
-        "SELECT tag, sealed_label FROM screen_entries WHERE epoch_id = ? ORDER BY tag, element_id",
-        (epoch_id,),
-    )
-    while rows := cursor.fetchmany(CHUNK_ENTRIES):
-        yield b"".join(r[0] for r in rows), [r[1] for r in rows] if labels else []
+    return EncodedHeader(epoch.id, epoch.public_key, epoch.list_version, kind, total)
 
 
 def next_utc_midnight(now: dt.datetime) -> dt.datetime:
     """When a daily budget resets: the next 00:00 UTC after `now`."""
     day = now.astimezone(dt.UTC).date() + dt.timedelta(days=1)
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-
-
-def _used(store: Store, peer: str, day: str) -> int:
-    row = store.conn.execute(
-        "SELECT items FROM screen_usage WHERE peer = ? AND day = ?", (peer, day)
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _over_budget(
@@ -424,19 +311,15 @@ def _evaluate(
     now = node.now()
     day = now.astimezone(dt.UTC).date().isoformat()
     budget = policy.screen_budget_per_day
-    used = _used(store, policy.agency, day)
+    used = tables.usage(store, policy.agency, day)
     if used + count > budget:  # checked before the work, and again when charging
         raise _over_budget(node, policy.agency, budget, used, count, now)
     sk, pk = epoch.key_pair()
     evaluated, proof = screening.blind_evaluate(sk, pk, query.blinded, node.runner)
     with store.transaction() as conn:
-        used = _used(store, policy.agency, day)
+        used = tables.usage(store, policy.agency, day)
         if used + count > budget:
             raise _over_budget(node, policy.agency, budget, used, count, now)
-        conn.execute(
-            "INSERT INTO screen_usage (peer, day, items) VALUES (?, ?, ?) "
-            "ON CONFLICT (peer, day) DO UPDATE SET items = items + excluded.items",
-            (policy.agency, day, count),
-        )
+        tables.charge_usage(conn, policy.agency, day, count)
         append_audit(conn, node, "screen.answered", {"operator": f"peer:{policy.agency}", **fields})
     return evaluated, proof
