@@ -24,7 +24,7 @@ from node.cli.tables import format_table
 
 __all__ = ["CONFIG_DIR", "main"]
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 CLI = [sys.executable, "-m", "node.cli"]
 # Each example agency and the list file it ingests.
 AGENCIES = {
