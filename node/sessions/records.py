@@ -152,7 +152,6 @@ class SessionRecord:
         """Records the completed session, its hits, audit entry and disclosures at once."""
         store = self.node.store()
         fields = self.fields(peer_set_size=peer_count, match_count=match_count, hits=len(hits))
-        self.closed = True
         with store.transaction() as conn:
             store.finish_session(self.session_id, "completed", match_count, peer_count=peer_count)
             store.add_hits(self.session_id, self.peer, self.role, hits)
@@ -161,6 +160,7 @@ class SessionRecord:
             )
             append_disclosure(conn, self.node, fields, "sent", labels_sent)
             append_disclosure(conn, self.node, fields, "received", labels_received)
+        self.closed = True  # a failure after this (the summary not delivered) changes nothing
         log.info(
             "%s %s session %s with %s on %s completed: %s",
             self.role,
