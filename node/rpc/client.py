@@ -80,12 +80,18 @@ async def match(
 
 
 class _SessionStream:
-    """A Session call as `node.sessions` sees it, every wait bounded by the idle timeout."""
+    """A Session call as `node.sessions` sees it, aborted when it makes no progress.
+
+    Two tasks use it at once (one sends, one reads). A send held back by flow
+    control while the responder streams y_b to us is waiting, not stalled: the
+    stream stalls only when *neither* direction has moved for the idle timeout.
+    """
 
     def __init__(self, call: Any, peer: str, idle_seconds: float) -> None:
         self.call = call
         self.peer = peer
         self.idle = idle_seconds
+        self.last_progress = asyncio.get_running_loop().time()
 
     async def receive(self) -> Message | None:
         message = await self._bounded(self.call.read(), "sent")
@@ -101,18 +107,27 @@ class _SessionStream:
         await self._bounded(self.call.done_writing(), "read")
 
     async def _bounded(self, step: Any, verb: str) -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(step)
         try:
-            return await asyncio.wait_for(step, self.idle)
-        except TimeoutError:
-            raise Stalled(
-                f"peer {self.peer} {verb} nothing for {self.idle:.0f} s (idle_seconds); the "
-                "session was abandoned"
-            ) from None
+            while not task.done():
+                quiet = loop.time() - self.last_progress
+                if quiet >= self.idle:
+                    raise Stalled(
+                        f"peer {self.peer} {verb} nothing for {self.idle:.0f} s (idle_seconds); "
+                        "the session was abandoned"
+                    )
+                await asyncio.wait({task}, timeout=self.idle - quiet)
+            result = task.result()
+            self.last_progress = loop.time()
+            return result
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, self.peer) from None
         except asyncio.InvalidStateError:  # written after the call ended: say why it ended
             await self._raise_status()
             raise PeerError(f"peer {self.peer} ended the call") from None
+        finally:
+            task.cancel()  # no-op once done
 
     async def _raise_status(self) -> None:
         code = await self.call.code()
