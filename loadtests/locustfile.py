@@ -1,21 +1,22 @@
 """Locust users that load a node with real sessions: the node's gRPC protocol, mTLS, real crypto.
 
-Each user is the load-generator node (LOAD_NODE_DIR, e.g. customs-nl): it
-opens one mTLS channel with that node's certificate and, in a closed loop,
-runs sessions against the target node (locust's ``--host``, ``HOST:PORT`` with
-an optional ``grpcs://``) through `node.client` — the same `Conversation` and
-`Initiator` that ``blindmatch match`` uses, minus the store. The user's set is
+Each `NodeUser` is the load-generator node (LOAD_NODE_DIR, e.g. customs-nl):
+it opens one mTLS channel with that node's certificate and, in a closed loop,
+runs sessions against the target node (locust's ``--host``, ``HOST:PORT``
+with an optional ``grpcs://``) through `loadtests.driver`, a synchronous
+initiator built on the same crypto parties, request types and wire mapping as
+``blindmatch match``, minus the store: it records nothing. The user's set is
 the first LOAD_SET_SIZE points of the generator's list LOAD_LIST, read once at
-start; the initiator's crypto runs in-process (`BatchRunner()` without a pool),
-so keep sets small: it blocks this locust process while it runs.
+start; the crypto runs in-process, so keep sets small: it blocks this locust
+process while it runs.
 
-Screening users go through `node.screening` the same way, minus the store: on
-their first screening task they fetch the target's encoded list into memory
-(`fetch_encoded_set`, reported once as ``"screen fetch"``, response length =
-entries), then each query (`screen_query`: blinding, Screen batches over the
-user's channel, proof checks, lookups) is one request. The query's elements
-are the first LOAD_SET_SIZE distinct elements of the same list. A query refused
-because the epoch rotated makes the user fetch again on its next one.
+Screening tasks go through the driver the same way: on a user's first one it
+fetches the target's encoded list into memory (reported once as ``"screen
+fetch"``, response length = entries), then each query (blinding, Screen
+batches over the user's channel, proof checks, lookups, labels opened) is one
+request. The query's elements are the first LOAD_SET_SIZE distinct elements of
+the same list. A query refused because the epoch rotated makes the user fetch
+again on its next one.
 
 Each session or query fires one locust request event: type ``grpc``, name
 ``"<mode> <set size>"`` (``mutual 1000``, ``count 1000``, ``screen 1000``),
@@ -23,18 +24,32 @@ response time in ms from hello to summary (or from blinding to the last
 batch's lookup), response length = matches found, and the error if it failed
 (or matched a different number than LOAD_EXPECT_MATCHES, when set).
 
-Environment (scenario weights are relative; 0 turns a scenario off):
+A `StalledUser` is another agency (LOAD_STALLED_NODE_DIR, its own node
+directory and certificate): once a second it opens a Session stream, sends a
+valid hello for LOAD_SET_SIZE elements and then nothing. Each stream is one
+request named ``"stalled"``: it succeeds if the target refused it at once
+with RESOURCE_EXHAUSTED (beyond that peer's max_concurrent; response length 0)
+or aborted it with ABORTED after its idle_seconds (response length 1); any
+other status, an answered session or no end within LOAD_STALLED_TIMEOUT is a
+failure.
 
-    LOAD_NODE_DIR         the generator's node directory (required)
-    LOAD_PEER             target agency id (default police-nl)
-    LOAD_LIST             generator's list (default load); LOAD_PEER_LIST the target's
-                          (default: the same name)
-    LOAD_SET_SIZE         elements per session (default 1000)
-    LOAD_WEIGHT_MUTUAL    weight of mutual sessions (default 3)
-    LOAD_WEIGHT_COUNT     weight of count sessions (default 1)
-    LOAD_WEIGHT_SCREEN    weight of screening queries (default 1)
-    LOAD_EXPECT_MATCHES   expected match count per session (optional check)
-    LOAD_TIMEOUT          seconds per session (default 120)
+Environment (weights are relative; 0 turns a scenario off):
+
+    LOAD_NODE_DIR          the generator's node directory (required)
+    LOAD_PEER              target agency id (default police-nl)
+    LOAD_LIST              generator's list (default load); LOAD_PEER_LIST the target's
+                           (default: the same name)
+    LOAD_SET_SIZE          elements per session (default 1000)
+    LOAD_WEIGHT_MUTUAL     weight of mutual sessions (default 3)
+    LOAD_WEIGHT_COUNT      weight of count sessions (default 1)
+    LOAD_WEIGHT_SCREEN     weight of screening queries (default 1)
+    LOAD_EXPECT_MATCHES    expected match count per session or query (optional check)
+    LOAD_TIMEOUT           seconds per session (default 120)
+    LOAD_STALLED_NODE_DIR  the stalling agency's node directory (optional)
+    LOAD_WEIGHT_STALLED    weight of stalled users against the sum of the three above
+                           (default 2 with LOAD_STALLED_NODE_DIR, else 0)
+    LOAD_STALLED_TIMEOUT   seconds a stalled stream waits for the target to end it
+                           (default 60; keep it above the target's idle_seconds)
 """
 
 from __future__ import annotations
@@ -43,35 +58,26 @@ from grpc.experimental import gevent as grpc_gevent
 
 grpc_gevent.init_gevent()  # before any gRPC object exists in this process
 
+import dataclasses  # noqa: E402
 import os  # noqa: E402
-import secrets  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
-from typing import Any, TypeVar  # noqa: E402
+from typing import TypeVar  # noqa: E402
 
-import grpc  # noqa: E402
-from locust import User, constant  # noqa: E402
+from locust import User, constant, task  # noqa: E402
 from locust.exception import StopUser  # noqa: E402
 
 from crypto.batch import BatchRunner  # noqa: E402
-from crypto.groups import ELEMENT_SIZE, get_suite  # noqa: E402
-from crypto.psi import Initiator, Mode  # noqa: E402
-from node.client import Conversation, new_hello, open_channel  # noqa: E402
-from node.setup.config import NodeConfig  # noqa: E402
+from crypto.groups import ELEMENT_SIZE  # noqa: E402
+from loadtests import driver  # noqa: E402
 from node.errors import PeerError, StaleEpoch  # noqa: E402
-from node.screening import (  # noqa: E402
-    EncodedSet,
-    GrpcTransport,
-    OwnList,
-    fetch_encoded_set,
-    own_list,
-    screen_query,
-)
-from node.rpc.status import error_from_rpc  # noqa: E402
-from node.data.store import ListPoints, Store  # noqa: E402
+from node.sessions.screen_initiator import OwnList, own_list  # noqa: E402
+from node.setup.config import NodeConfig  # noqa: E402
+from node.setup.context import NodeContext  # noqa: E402
 
 PURPOSE = "load test of a node before deployment"
 SCREEN_FETCH = "screen fetch"
+STALLED = "stalled"
 T = TypeVar("T")
 
 
@@ -86,87 +92,120 @@ WEIGHTS = {
     "count": _env_int("LOAD_WEIGHT_COUNT", 1),
     "screen": _env_int("LOAD_WEIGHT_SCREEN", 1),
 }
-PEER = os.environ.get("LOAD_PEER", "police-nl")
+STALLED_DIR = os.environ.get("LOAD_STALLED_NODE_DIR", "")
+STALLED_WEIGHT = _env_int("LOAD_WEIGHT_STALLED", 2 if STALLED_DIR else 0)
 LIST = os.environ.get("LOAD_LIST", "load")
-PEER_LIST = os.environ.get("LOAD_PEER_LIST", LIST)
-TIMEOUT = float(_env_int("LOAD_TIMEOUT", 120))
+TARGET = driver.Target(
+    peer=os.environ.get("LOAD_PEER", "police-nl"),
+    list=LIST,
+    peer_list=os.environ.get("LOAD_PEER_LIST", LIST),
+    purpose=PURPOSE,
+    timeout=float(_env_int("LOAD_TIMEOUT", 120)),
+)
+STALLED_TARGET = dataclasses.replace(TARGET, timeout=float(_env_int("LOAD_STALLED_TIMEOUT", 60)))
 EXPECT_MATCHES = os.environ.get("LOAD_EXPECT_MATCHES", "").strip()
 
 
-def _load_generator() -> tuple[NodeConfig, ListPoints, OwnList]:
-    """The generator node's config, its first SET_SIZE list points and screening elements."""
+def _load_generator() -> tuple[NodeConfig, bytes, OwnList]:
+    """The generator's config, its first SET_SIZE list points and screening elements."""
     node_dir = os.environ.get("LOAD_NODE_DIR")
     if not node_dir:
         raise SystemExit("set LOAD_NODE_DIR to the load generator's node directory")
-    config = NodeConfig.load(node_dir)
-    with Store.open(node_dir) as store:
-        points = store.list_points(LIST, config.suite)
-        own = own_list(store, LIST)
-    n = min(SET_SIZE, len(points))
+    node = NodeContext.load(node_dir, BatchRunner())
+    try:
+        points = node.store().list_points(LIST, node.config.suite)
+        own = own_list(node, LIST)
+    finally:
+        node.store().close()
     m = min(SET_SIZE, len(own.elements))
-    screened = OwnList(own.elements[:m], own.points[: m * 32], own.rows[:m])
-    return (
-        config,
-        ListPoints(
-            points.name,
-            points.suite,
-            points.packed[: n * ELEMENT_SIZE],
-            points.refs[:n],
-            points.types[:n],
-            points.labels[:n],
-        ),
-        screened,
-    )
+    screened = OwnList(own.elements[:m], own.points[: m * ELEMENT_SIZE], own.rows[:m])
+    return node.config, points.packed[: SET_SIZE * ELEMENT_SIZE], screened
 
 
 CONFIG, POINTS, SCREENED = _load_generator()
-RUNNER = BatchRunner()  # in-process: no pool inside a gevent locust process
+if STALLED_WEIGHT > 0 and not STALLED_DIR:
+    raise SystemExit("set LOAD_STALLED_NODE_DIR to the stalling agency's node directory")
+STALLED_CONFIG = NodeConfig.load(STALLED_DIR) if STALLED_WEIGHT > 0 else None
 
 
-class NodeUser(User):
-    """One partner agency running sessions back to back on its own mTLS channel."""
+class _Partner(User):
+    """A partner agency on its own mTLS channel to the target, reporting each call to locust."""
 
-    wait_time = constant(0)
+    abstract = True
+    config: NodeConfig | None = None
 
     def on_start(self) -> None:
         address = (self.host or "").removeprefix("grpcs://").rstrip("/")
         if not address:
             raise StopUser("pass the target node's HOST:PORT as --host")
-        self.channel = open_channel(CONFIG, PEER, address)
-        self.transport = GrpcTransport(self.channel, PEER, TIMEOUT)
-        self.fetched: EncodedSet | None = None
+        assert self.config is not None
+        self.channel = driver.open_channel(self.config, TARGET.peer, address)
 
     def on_stop(self) -> None:
         self.channel.close()
 
+    def _timed(
+        self, name: str, call: Callable[[], T], found: Callable[[T], int], expect: str = ""
+    ) -> T | None:
+        """Runs `call` as one locust request `name`; returns its result, or None if it failed.
+
+        The response length is `found(result)`; a result whose length differs from
+        `expect` (when given) fails.
+        """
+        exception: Exception | None = None
+        result: T | None = None
+        length = 0
+        start = time.perf_counter()
+        try:
+            result = call()
+            length = found(result)
+            if expect and length != int(expect):
+                exception = PeerError(f"{length} matches, expected {expect}")
+        except Exception as exc:  # reported to locust as a failed request
+            exception = exc
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=length,
+            exception=exception,
+            context={},
+        )
+        return None if exception else result
+
+
+class NodeUser(_Partner):
+    """The generator agency running sessions and queries back to back."""
+
+    wait_time = constant(0)
+    config = CONFIG
+    weight = sum(WEIGHTS.values())
+    abstract = weight == 0
+    fetched: driver.EncodedList | None = None
+
     def mutual(self) -> None:
-        self._session(Mode.MUTUAL)
+        self._session("mutual")
 
     def count(self) -> None:
-        self._session(Mode.COUNT)
+        self._session("count")
 
     def screen(self) -> None:
         if self.fetched is None:
             self.fetched = self._timed(
-                SCREEN_FETCH,
-                lambda: fetch_encoded_set(self.transport, PEER, PEER_LIST, PURPOSE),
-                lambda fetched: fetched.entries,
+                SCREEN_FETCH, lambda: driver.fetch(self.channel, TARGET), lambda e: e.entries
             )
             if self.fetched is None:
                 return
         fetched = self.fetched
 
-        def query() -> dict[int, list[str]]:
+        def query() -> int:
             try:
-                return screen_query(
-                    RUNNER, self.transport, PEER, PEER_LIST, PURPOSE, secrets.token_hex(16),
-                    fetched, SCREENED,
-                )  # fmt: skip
+                return driver.query(self.channel, TARGET, fetched, SCREENED)
             except StaleEpoch:
                 self.fetched = None  # fetch again before the next query
                 raise
 
-        self._timed(f"screen {len(SCREENED.elements)}", query, len)
+        self._timed(f"screen {len(SCREENED.elements)}", query, int, EXPECT_MATCHES)
 
     tasks = {
         fn: w
@@ -178,46 +217,31 @@ class NodeUser(User):
         if w > 0
     }
 
-    def _session(self, mode: Mode) -> None:
+    def _session(self, mode: str) -> None:
         """Runs one session and reports it to locust."""
-        group = get_suite(CONFIG.suite)
-        party = Initiator.with_new_key(group, POINTS.packed, mode)
-        talk = Conversation(party, POINTS, release_labels=False, progress=False)
-        hello = new_hello(party, LIST, PEER_LIST, PURPOSE)
+        size = len(POINTS) // ELEMENT_SIZE
+        self._timed(
+            f"{mode} {size}",
+            lambda: driver.session(self.channel, TARGET, CONFIG.suite, POINTS, mode),
+            int,
+            EXPECT_MATCHES,
+        )
 
-        def run() -> Initiator:
-            talk.run(self.channel, hello, TIMEOUT)
-            return party
 
-        self._timed(f"{mode} {len(POINTS)}", run, Initiator.match_count)
+class StalledUser(_Partner):
+    """Another agency that says hello and stalls, once a second."""
 
-    def _timed(self, name: str, call: Callable[[], T], found: Callable[[T], int]) -> T | None:
-        """Runs `call` as one locust request `name`; returns its result, or None if it failed.
+    wait_time = constant(1)
+    config = STALLED_CONFIG
+    weight = STALLED_WEIGHT
+    abstract = STALLED_CONFIG is None
 
-        The response length is `found(result)`; a query or session (not the fetch) whose
-        count differs from LOAD_EXPECT_MATCHES fails.
-        """
-        exception: Exception | None = None
-        result: T | None = None
-        length = 0
-        start = time.perf_counter()
-        try:
-            result = call()
-            length = found(result)
-            if name != SCREEN_FETCH and EXPECT_MATCHES and length != int(EXPECT_MATCHES):
-                exception = PeerError(f"{length} matches, expected {EXPECT_MATCHES}")
-        except grpc.RpcError as exc:
-            exception = error_from_rpc(exc, PEER)
-        except Exception as exc:  # reported to locust as a failed request
-            exception = exc
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        request: dict[str, Any] = {
-            "request_type": "grpc",
-            "name": name,
-            "response_time": elapsed_ms,
-            "response_length": length,
-            "exception": exception,
-            "context": {},
-        }
-        self.environment.events.request.fire(**request)
-        return None if exception else result
+    @task
+    def stalled(self) -> None:
+        assert self.config is not None
+        suite = self.config.suite
+        self._timed(
+            STALLED,
+            lambda: driver.stall(self.channel, STALLED_TARGET, suite, SET_SIZE),
+            lambda outcome: int(outcome == "aborted"),
+        )
