@@ -3,33 +3,48 @@
 Two nodes are created with the real CLI in a throwaway directory, each
 ingesting BENCH_E2E_N (default 50,000) passport numbers — the very elements
 of `bench.psi`, so OpenMined PSI runs on the same sets. The responder,
-police-nl, runs as `blindmatch serve` (its own process and process pool); the
-initiator, customs-nl, runs `node.client.run_match` in this process with its
-own process pool, exactly what `blindmatch match` does minus interpreter
-start-up and imports: the time is net of CLI start-up because it is measured
-around `run_match` (store read, session recorded, 25,000 hits and the audit
-entry written on both sides included). Both nodes share this machine's cores.
+police-nl, runs as `blindmatch serve` (its own process and process pool, on
+grpc.aio); the initiator, customs-nl, runs the node's asyncio initiator
+`node.rpc.client.match` in this process on the benchmarks' process pool,
+exactly what `blindmatch match` does minus interpreter start-up, imports and
+forking its pool: the time is measured around `match` (the store read, the
+session recorded, 25,000 hits and the audit entries written on both sides
+included). Both nodes share this machine's cores. One more row times the
+whole `blindmatch match` command, start-up included.
 
 Side by side in one run: OpenMined PSI (P-256, one core), the first session
-(the responder reads its list from SQLite) and a repeat, and the crypto floor:
-4n scalar multiplications at the rate measured here with every core
-multiplying (`bench.common`).
+(the responder reads its list from SQLite) and a repeat (the responder's list
+is cached per list version), the CLI, and the crypto floor: 4n X25519
+multiplications at the rate of the faster implementation (bare libsodium or bare
+OpenSSL) with every core multiplying, sampled just before and just after the
+sessions and averaged (`bench.common.x25519_floor`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import CORES, print_table, stopwatch
-from bench.psi import _floor, _openmined, _sets
-from crypto.batch import BatchRunner, new_process_pool
+from bench.common import (
+    CORES,
+    cpu_census,
+    print_table,
+    shared_runner,
+    stopwatch,
+    x25519_floor,
+)
+from bench.psi import _openmined, _sets
 from loadtests.run import serve, stop
-from node.client import run_match
-from node.setup.context import NodeContext
 from node.cli.demo import blindmatch, free_port
+from node.rpc.client import match
+from node.sessions.results import MatchResult
+from node.setup.context import NodeContext
 
 __all__ = ["main"]
 
@@ -57,58 +72,104 @@ def _federation(root: Path, n: int) -> tuple[Path, Path]:
             "init", node, "--agency", agency, "--listen", address[agency],
             "--ca", str(root / "ca"), "--region", "NL", "--suite", _SUITE,
         )  # fmt: skip
-        blindmatch("peer", "add", node, "--agency", peer, "--address", address[peer])
+        blindmatch(
+            "peer", "add", node, "--agency", peer, "--address", address[peer],
+            "--max-set-size", str(max(n, 1_000_000)), "--sessions-per-hour", "1000000",
+        )  # fmt: skip
         path = _write_passports(root / f"{agency}.csv", start[agency], n)
         blindmatch("ingest", node, "--list", "passports", str(path))
     return root / "customs-nl", root / "police-nl"
 
 
+def _session(node: NodeContext) -> tuple[float, MatchResult]:
+    """One mutual session against police-nl, timed around `match`."""
+    coroutine = match(node, "police-nl", "passports", "passports", "mutual", "benchmark", "bench")
+    with stopwatch() as watch:
+        result = asyncio.run(coroutine)
+    return watch.seconds, result
+
+
+def _cli_session(initiator_dir: Path) -> tuple[float, int]:
+    """The whole `blindmatch match` command, interpreter start-up and pool included."""
+    command = [
+        sys.executable, "-m", "node.cli", "match", str(initiator_dir), "--peer", "police-nl",
+        "--list", "passports", "--mode", "mutual", "--purpose", "benchmark", "--json",
+    ]  # fmt: skip
+    with stopwatch() as watch:
+        proc = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    return watch.seconds, int(json.loads(proc.stdout)["match_count"])
+
+
 def main() -> None:
     """Runs the end-to-end benchmark and prints its table."""
+    runner = shared_runner()  # before any gRPC object exists in this process
     xs, ys = _sets(N)
     openmined_s, openmined_matches = _openmined(xs, ys)
-    floor = _floor(_SUITE, N)
-    rows: list[list[object]] = [
-        ["OpenMined PSI (P-256, 1 core, in-process)", openmined_s, 1.0, "", openmined_matches]
-    ]
+    del xs, ys
+    expected = N - N // 2
+    sessions: list[tuple[str, float, int, str]] = []
     with tempfile.TemporaryDirectory(prefix="blindmatch-bench-e2e-") as tmp:
         root = Path(tmp)
         initiator_dir, responder_dir = _federation(root, N)
         server = serve(responder_dir, workers=1, log_path=root / "serve.log")
-        pool = new_process_pool()
         try:
-            node = NodeContext.load(initiator_dir, BatchRunner(pool))
-            node.runner.hash(_SUITE, [b"warm-up"] * CORES * 2)  # the pool's workers exist
+            node = NodeContext.load(initiator_dir, runner)
+            before = x25519_floor(runner)
             for run in ("first session", "repeat session"):
-                with stopwatch() as watch:
-                    result = run_match(
-                        node, "police-nl", "passports", "passports", "mutual",
-                        "benchmark", "bench",
-                    )  # fmt: skip
-                rows.append(
-                    [
-                        f"blindmatch {_SUITE}, two nodes over mTLS, {run}",
-                        watch.seconds,
-                        openmined_s / watch.seconds,
-                        f"{watch.seconds / floor:.2f}x",
-                        result.match_count,
-                    ]
+                with cpu_census() as census:
+                    seconds, result = _session(node)
+                sessions.append(
+                    (f"{run}, in-process initiator", seconds, result.match_count, census.describe())
                 )
+            with cpu_census() as census:
+                cli_seconds, cli_found = _cli_session(initiator_dir)
+            cli = "`blindmatch match` (CLI, start-up included)"
+            sessions.append((cli, cli_seconds, cli_found, census.describe()))
+            after = x25519_floor(runner)
         finally:
-            pool.shutdown()
             stop(server)
+    sampled = before.averaged(after)
+    floor = 4 * N * sampled.seconds
+    openmined = "OpenMined PSI (P-256, 1 core, in-process)"
+    rows: list[list[object]] = [
+        [openmined, openmined_s, 1.0, f"{openmined_s / floor:.2f}x", openmined_matches, ""]
+    ]
+    for run, seconds, found, others in sessions:
+        if found != expected:
+            raise SystemExit(f"{run}: {found} matches, expected {expected}")
+        rows.append(
+            [
+                f"blindmatch {_SUITE}, two nodes over mTLS, {run}",
+                seconds,
+                openmined_s / seconds,
+                f"{seconds / floor:.2f}x",
+                found,
+                others,
+            ]
+        )
     rows.append(
-        [f"crypto floor: 4n X25519 over {CORES} cores", floor, openmined_s / floor, "1x", ""]
+        [
+            f"crypto floor: 4n X25519 on {CORES} busy cores ({sampled.implementation})",
+            floor,
+            openmined_s / floor,
+            "1x",
+            "",
+            "",
+        ]
     )
     print_table(
         f"Mutual PSI end to end, two nodes on loopback, {N:,} x {N:,}, half overlap, {CORES} cores",
-        ["run", "seconds", "speed-up vs OpenMined", "vs crypto floor", "matches"],
+        ["run", "seconds", "speed-up vs OpenMined", "vs crypto floor", "matches", "others' CPU s"],
         rows,
     )
     print(
-        "blindmatch times are run_match in the initiator's process against a `blindmatch "
-        "serve` responder: net of CLI start-up, including both nodes' store reads, hits "
-        "and audit writes; both nodes share the machine's cores.",
+        "blindmatch in-process times are `node.rpc.client.match` in the initiator's process "
+        "against a `blindmatch serve` responder: net of CLI start-up, including both nodes' "
+        "store reads, hits and audit writes; both nodes share the machine's cores. Floor: "
+        f"{sampled.describe()}, the mean of samples before ({before.describe()}) and after "
+        f"({after.describe()}) the sessions. Others' CPU s: core-seconds the machine spent on "
+        "processes not of this benchmark during the session (0 on a quiet machine; the "
+        f"session itself can use at most {CORES} x its seconds).",
         flush=True,
     )
 

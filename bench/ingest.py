@@ -1,6 +1,6 @@
 """Ingest throughput: a generated CSV of mixed identifier types through the real CLI (issue 3).
 
-Generates BENCH_INGEST_ROWS (default 1,000,000) rows with `node.sample`, times
+Generates BENCH_INGEST_ROWS (default 1,000,000) rows with `node.data.sample`, times
 `blindmatch ingest` on them in a throwaway node, and compares against the
 floor: hashing every stored element into the group of both suites, at the
 rate measured on a sample of the same elements with every core hashing
