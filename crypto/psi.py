@@ -48,6 +48,8 @@ from concurrent.futures import Future
 from random import Random
 from typing import Self
 
+import numpy as np
+
 from crypto.batch import BatchRunner
 from crypto.errors import InvalidElement, ProtocolError
 from crypto.groups import ELEMENT_SIZE, TAG_SIZE, Group, split_packed, tags_of
@@ -139,9 +141,7 @@ class _Party:
 
     def blinded_chunks(self) -> Iterator[bytes]:
         """Yields this party's points multiplied by its key, shuffled, in chunks."""
-        shuffled = b"".join(
-            self._unique[j * ELEMENT_SIZE : (j + 1) * ELEMENT_SIZE] for j in self._order
-        )
+        shuffled = _gathered(self._unique, ELEMENT_SIZE, self._order)
         pending: deque = deque()
         for start in range(0, len(shuffled), self._chunk):
             chunk = shuffled[start : start + self._chunk]
@@ -306,8 +306,8 @@ class Responder(_Party):
             )
         if self.mode is Mode.MUTUAL:
             return b""
-        tags = _split_tags(bytes(self._x_ab))
-        return b"".join(tags[j] for j in _permutation(len(tags), self._rng))
+        count = len(self._x_ab) // TAG_SIZE
+        return _gathered(bytes(self._x_ab), TAG_SIZE, _permutation(count, self._rng))
 
     def read_reveal(self, chunk: bytes) -> None:
         """Reads tag(y_ba) in our order from the initiator (mutual mode)."""
@@ -352,14 +352,21 @@ def _dedupe(points: bytes) -> tuple[bytes, list[list[int]]]:
     return b"".join(first), positions
 
 
-def _permutation(n: int, rng: Random) -> list[int]:
+def _permutation(n: int, rng: Random) -> np.ndarray:
     """A uniformly random permutation of range(n): indices sorted by 64 random bits each.
 
-    One `randbytes` call instead of n `randbelow` calls: an order of magnitude
-    faster with `SystemRandom`, whose every call reads the OS generator.
+    One `randbytes` call instead of n `randbelow` calls (with `SystemRandom`, each
+    call reads the OS generator), sorted as packed integers rather than Python
+    objects: the same order as sorting the 8-byte strings, ties kept in index order.
     """
-    keys = rng.randbytes(8 * n)
-    return sorted(range(n), key=lambda i: keys[8 * i : 8 * i + 8])
+    keys = np.frombuffer(rng.randbytes(8 * n), dtype=">u8")
+    return np.argsort(keys, kind="stable")
+
+
+def _gathered(packed: bytes, size: int, order: np.ndarray) -> bytes:
+    """The `size`-byte items of `packed` in `order`, packed again."""
+    items = np.frombuffer(packed, dtype=np.uint8).reshape(-1, size)
+    return items[order].tobytes()
 
 
 def _split_tags(tags: bytes) -> list[bytes]:

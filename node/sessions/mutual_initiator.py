@@ -106,7 +106,8 @@ async def initiate_session(
 
     def finish() -> tuple[list[dict[str, object]], int]:  # O(n) in Python: off the loop
         hits = hit_rows(matches, points.refs, points.types, talk.peer_labels)
-        match_count = party.match_count()
+        mutual = party.mode is Mode.MUTUAL  # each matched peer index is one shared element
+        match_count = len({j for _, j in matches}) if mutual else party.match_count()
         record.complete(
             match_count,
             party.peer_size,
@@ -186,8 +187,9 @@ class _Talk:
             for reveal in party.reveal_chunks():
                 await stream.send(Reveal(reveal))
             await self._all_evaluated.wait()
+            matches = await self.matches()  # now, while the responder records its side
             if self.release_labels:
-                indices, labels = LabelBook.of_matches(await self.matches(), self.labels)
+                indices, labels = LabelBook.of_matches(matches, self.labels)
                 for chunk_indices, chunk_labels in label_chunks(indices, labels):
                     await stream.send(Labels(chunk_indices, chunk_labels))
                     self.labels_sent += len(chunk_indices)
