@@ -129,6 +129,11 @@ def test_count_session_reveals_only_the_number(fed: Federation) -> None:
     assert (result["match_count"], result["matches"]) == (7, [])
     for agency in ("customs-nl", "police-nl"):
         assert not [h for h in fed.hits(agency) if h["session_id"] == result["session_id"]]
+    # The responder never learns the count, so its log must not claim one.
+    lines = [line for line in (fed.root / "police-nl.log").read_text().splitlines()
+             if result["session_id"] in line]  # fmt: skip
+    assert lines and all("shared" not in line for line in lines), lines
+    assert any("count kept by the initiator" in line for line in lines), lines
 
 
 def test_responder_keeps_none_of_the_initiators_other_identifiers(fed: Federation) -> None:
