@@ -438,28 +438,35 @@ class Store:
         status: str = "running",
         started_at: str | None = None,
     ) -> None:
-        """Records the start of a session (commits unless inside a transaction)."""
-        self.conn.execute(
-            """
-            INSERT INTO sessions (id, peer, role, mode, suite, list, peer_list, purpose,
-                                  local_count, peer_count, status, started_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """,
-            (
-                session_id,
-                peer,
-                role,
-                mode,
-                suite,
-                list,
-                peer_list,
-                purpose,
-                local_count,
-                peer_count,
-                status,
-                started_at or utc_now(),
-            ),
-        )
+        """Records the start of a session (commits unless inside a transaction).
+
+        Raises InvalidInput (a peer may see it) if the session id is already recorded.
+        """
+        try:
+            self.conn.execute(
+                """
+                INSERT INTO sessions (id, peer, role, mode, suite, list, peer_list, purpose,
+                                      local_count, peer_count, status, started_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                (
+                    session_id,
+                    peer,
+                    role,
+                    mode,
+                    suite,
+                    list,
+                    peer_list,
+                    purpose,
+                    local_count,
+                    peer_count,
+                    status,
+                    started_at or utc_now(),
+                ),
+            )
+        except sqlite3.IntegrityError:  # the one unique key a peer chooses: the session id
+            text = f"session id {session_id} is already recorded on this node; use a new id"
+            raise InvalidInput(text, peer=text) from None
 
     def finish_session(
         self,

@@ -3,16 +3,21 @@
 Streams cost no thread: thousands of stalled ones hold memory only, and the
 health service answers whatever they do. The servicer is a thin translator:
 it identifies the caller from its certificate, decodes each message once
-(`node.rpc.wire`), hands the call to its orchestration in `node.sessions`, and
-maps what goes wrong to a status (`node.rpc.status`). Every read and write of
-a stream is bounded by `idle_seconds`. CPU batches run on the process pool,
-forked before any gRPC object exists (`crypto.batch.new_process_pool`), and
-SQLite in the loop's thread pool.
+(`node.rpc.wire`; requests arrive as bytes, so even one that is not protobuf is
+a refusal like any other), hands the call to its orchestration in
+`node.sessions`, and maps what goes wrong to a status (`node.rpc.status`).
+Every call's handler runs from the call's start (the unary-request methods are
+served as streams), so every refusal is audited, even of a request gRPC itself
+refused. Every read and write of a stream is bounded by `idle_seconds`; a
+stream that ends under its handler is a typed error, never one of grpc's
+classes. CPU batches run on the process pool, forked before any gRPC object
+exists (`crypto.batch.new_process_pool`), and SQLite in the loop's thread pool.
 
 On SIGTERM or SIGINT the health service says NOT_SERVING, calls in flight get
 `grace_seconds` to finish and are then cancelled (and recorded as failed), and
 the process exits. With `--workers N`, N such processes are forked before gRPC
-starts and share the port through SO_REUSEPORT; each has its own limits. A
+starts and share the port through SO_REUSEPORT; each has its own limits, and
+stops at once (no drain) if the parent dies, even by SIGKILL. A
 lock in the node directory stops a second `serve` of the same node.
 """
 
@@ -25,17 +30,17 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from crypto.batch import BatchRunner, new_process_pool
-from node.errors import ConfigError, NodeError, Stalled, UnknownPeer
+from node.errors import ConfigError, InvalidInput, NodeError, PeerError, Stalled, UnknownPeer
 from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 from node.rpc.status import peer_status
@@ -55,13 +60,32 @@ T = TypeVar("T")
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Matching"].full_name
 BLOCKING_THREADS = 32  # SQLite and waits on the process pool; streams need none
+# A forked server gets this when its parent dies (even by SIGKILL): it stops at once, its calls
+# cancelled and recorded failed, rather than draining for grace_seconds.
+PARENT_GONE = signal.SIGHUP
+MAX_MESSAGE = 4 * 1024 * 1024  # bytes; gRPC refuses a larger message (RESOURCE_EXHAUSTED)
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
 ]
+
+
+async def _within(idle: float, step: Awaitable[T], verb: str, what: str) -> T:
+    """One read or write of a stream, bounded: Stalled when the peer has `verb` nothing for
+    `idle` seconds; PeerError when the call is gone under it (cancelled by the peer, or its
+    connection lost), so that the reason recorded is that and not one of grpc's classes."""
+    try:
+        return await asyncio.wait_for(step, idle)
+    except TimeoutError:
+        text = f"the peer {verb} nothing for {idle:.0f} s; the {what} was aborted"
+        raise Stalled(text, peer=text) from None
+    except grpc.aio.BaseError as exc:
+        log.debug("a stream ended under its handler: %r", exc)
+        text = f"the call ended before the {what} did: cancelled by the peer or connection lost"
+        raise PeerError(text, peer=text) from None
 
 
 class _Stream:
@@ -72,23 +96,16 @@ class _Stream:
         self.idle = idle_seconds
 
     async def receive(self) -> Message | None:
-        message = await self._bounded(self.context.read(), "sent")
+        message = await _within(self.idle, self.context.read(), "sent", "session")
         if message is grpc.aio.EOF:
             return None
         return decode_initiator(message)
 
     async def send(self, message: Message) -> None:
-        await self._bounded(self.context.write(encode_responder(message)), "read")
+        await _within(self.idle, self.context.write(encode_responder(message)), "read", "session")
 
     async def done_sending(self) -> None:
         """The responder's side ends when its handler returns."""
-
-    async def _bounded(self, step: Any, verb: str) -> Any:
-        try:
-            return await asyncio.wait_for(step, self.idle)
-        except TimeoutError:
-            text = f"the peer {verb} nothing for {self.idle:.0f} s; the session was aborted"
-            raise Stalled(text, peer=text) from None
 
 
 class MatchingServicer(pb_grpc.MatchingServicer):
@@ -98,7 +115,7 @@ class MatchingServicer(pb_grpc.MatchingServicer):
         self.answering = answering
 
     async def Session(  # noqa: N802 (gRPC's method name)
-        self, request_iterator: Any, context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> None:
         try:
             peer = await self._caller(context, "session.refused")
@@ -109,11 +126,11 @@ class MatchingServicer(pb_grpc.MatchingServicer):
             await _abort(context, exc)
 
     async def FetchEncodedList(  # noqa: N802 (gRPC's method name)
-        self, request: pb.FetchEncodedListRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.EncodedListChunk]:
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> None:  # chunks are written with `context.write`, each bounded by the idle timeout
         try:
             peer = await self._caller(context, "screen.refused")
-            fetch = await self._decoded(peer, "screen.refused", decode_fetch, request)
+            fetch = await self._request(context, peer, "screen.refused", decode_fetch)
             idle = self.answering.idle_seconds
             async for header, tags, sealed in answer_fetch(self.answering, peer, fetch):
                 chunk = pb.EncodedListChunk(
@@ -125,20 +142,17 @@ class MatchingServicer(pb_grpc.MatchingServicer):
                     tags=tags,
                     sealed_labels=sealed,
                 )
-                try:  # a peer that stops reading must not hold the call for ever
-                    await asyncio.wait_for(context.write(chunk), idle)
-                except TimeoutError:
-                    text = f"the peer read nothing for {idle:.0f} s; the fetch was aborted"
-                    raise Stalled(text, peer=text) from None
+                # A peer that stops reading must not hold the call for ever.
+                await _within(idle, context.write(chunk), "read", "fetch")
         except Exception as exc:
             await _abort(context, exc)
 
     async def Screen(  # noqa: N802 (gRPC's method name)
-        self, request: pb.ScreenRequest, context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> pb.ScreenResponse:
         try:
             peer = await self._caller(context, "screen.refused")
-            query = await self._decoded(peer, "screen.refused", decode_screen, request)
+            query = await self._request(context, peer, "screen.refused", decode_screen)
             evaluated, proof = await answer_screen(self.answering, peer, query)
             return pb.ScreenResponse(evaluated=evaluated, proof=proof)
         except Exception as exc:
@@ -160,13 +174,54 @@ class MatchingServicer(pb_grpc.MatchingServicer):
             await self.answering.refused(event, {"peer": "unidentified"}, refusal)
             raise refusal from None
 
-    async def _decoded(self, peer: str, event: str, decode: Callable[[Any], T], request: Any) -> T:
-        """The request decoded and checked; a malformed one is an audited refusal."""
+    async def _request(
+        self,
+        context: grpc.aio.ServicerContext,
+        peer: str,
+        event: str,
+        decode: Callable[[bytes], T],
+    ) -> T:
+        """The call's one request, read (within the idle timeout), decoded and checked; a
+        missing or malformed one is an audited refusal."""
         try:
-            return decode(request)
+            data = await _within(self.answering.idle_seconds, context.read(), "sent", "call")
+            if data is grpc.aio.EOF:
+                text = (
+                    "the call ended before its request arrived: none was sent, or it was over "
+                    f"the {MAX_MESSAGE // 2**20} MiB message limit"
+                )
+                raise InvalidInput(text, peer=text)
+            return decode(data)
         except NodeError as exc:
             await self.answering.refused(event, {"peer": peer}, exc)
             raise
+
+
+def _add_matching_service(servicer: MatchingServicer, server: grpc.aio.Server) -> None:
+    """Registers the Matching service so that every refusal reaches a handler, and its audit.
+
+    Requests are left as bytes: `node.rpc.wire` decodes them inside the
+    handler, so a message that is not valid protobuf is refused and audited
+    like any other malformed input (with the generated deserializers grpc
+    itself answers INTERNAL or UNKNOWN, naming a Python class, and nothing is
+    audited). The unary-request methods are served as streams (the wire does
+    not tell them apart): their handler starts with the call and reads the
+    request itself, so it also sees a request that gRPC refused (one over the
+    message limit), which a unary handler would never be called for.
+    """
+    handlers = {
+        "Session": grpc.stream_stream_rpc_method_handler(
+            servicer.Session, response_serializer=pb.ResponderMessage.SerializeToString
+        ),
+        "FetchEncodedList": grpc.stream_stream_rpc_method_handler(
+            servicer.FetchEncodedList, response_serializer=pb.EncodedListChunk.SerializeToString
+        ),
+        "Screen": grpc.stream_unary_rpc_method_handler(
+            servicer.Screen, response_serializer=pb.ScreenResponse.SerializeToString
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
@@ -182,7 +237,7 @@ async def _serve(node: NodeContext, reuse_port: bool) -> None:
     loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking"))
     answering = Answering.of(node)
     server = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", int(reuse_port))])
-    pb_grpc.add_MatchingServicer_to_server(MatchingServicer(answering), server)
+    _add_matching_service(MatchingServicer(answering), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -192,15 +247,24 @@ async def _serve(node: NodeContext, reuse_port: bool) -> None:
     if server.add_secure_port(listen, _server_credentials(node)) == 0:
         raise ConfigError(f"cannot listen on {listen}: address in use or not local")
     stopping = asyncio.Event()
+    grace = float(node.config.grace_seconds)
+
+    def orphaned() -> None:  # a forked server's parent died: stop now, no drain
+        nonlocal grace
+        grace = 0.0
+        stopping.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if reuse_port:  # one of `--workers N` forked servers
+        loop.add_signal_handler(PARENT_GONE, orphaned)
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     print(f"{node.config.agency} serving on {listen} (pid {os.getpid()})", flush=True)
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()  # load balancers and peers see NOT_SERVING
-    await server.stop(node.config.grace_seconds)
+    await server.stop(grace)
     print(f"{node.config.agency} stopped (pid {os.getpid()})", flush=True)
 
 
@@ -251,7 +315,7 @@ def _fork_worker(node_dir: Path) -> int:
         return pid
     code = 0
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, PARENT_GONE)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(0)
         _serve_process(node_dir, reuse_port=True)

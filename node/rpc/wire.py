@@ -1,11 +1,19 @@
 """Between protobuf messages and the typed messages of `node.sessions`.
 
-Every message from a peer is decoded here, once: a hello or request becomes a
-bounded, checked `node.policy` request (or raises the typed error of its first
-fault); the responder's messages become `node.sessions.messages` types.
+Every message from a peer is decoded here, once, from the bytes on the wire: a
+message that is not valid protobuf (corrupt wire format, a string field that
+is not UTF-8) is InvalidInput like any other fault, never a gRPC INTERNAL or
+UNKNOWN; a hello or request becomes a bounded, checked `node.policy` request
+(or raises the typed error of its first fault); the responder's messages
+become `node.sessions.messages` types.
 """
 
 from __future__ import annotations
+
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError
+from google.protobuf.message import Message as Protobuf
 
 from node.errors import InvalidInput, PeerError
 from node.generated.blindmatch.v1 import matching_pb2 as pb
@@ -32,10 +40,22 @@ __all__ = [
 
 MODE_TO_WIRE = {"mutual": pb.MODE_MUTUAL, "count": pb.MODE_COUNT}
 MODE_FROM_WIRE = {wire: mode for mode, wire in MODE_TO_WIRE.items()}
+P = TypeVar("P", bound=Protobuf)
 
 
-def decode_initiator(message: pb.InitiatorMessage) -> Message:
-    """An initiator's message as a session message; raises the typed error of a bad one."""
+def _parsed(kind: type[P], data: bytes, what: str) -> P:
+    """`data` parsed as a `kind` message, or InvalidInput naming `what` it should have been."""
+    try:
+        return kind.FromString(data)
+    except DecodeError:
+        text = f"a {what} could not be decoded: it is not a valid blindmatch.v1 message"
+        raise InvalidInput(text, peer=text) from None
+
+
+def decode_initiator(data: bytes) -> Message:
+    """An initiator's message, as received, as a session message; raises the typed error of a
+    bad one."""
+    message = _parsed(pb.InitiatorMessage, data, "session message")
     kind = message.WhichOneof("body")
     if kind == "hello":
         hello = message.hello
@@ -117,15 +137,17 @@ def decode_responder(message: pb.ResponderMessage, peer: str) -> Message:
     raise PeerError(f"peer {peer} sent a session message without a body")
 
 
-def decode_fetch(request: pb.FetchEncodedListRequest) -> FetchRequest:
-    """A fetch request, checked."""
+def decode_fetch(data: bytes) -> FetchRequest:
+    """A fetch request, as received, decoded and checked."""
+    request = _parsed(pb.FetchEncodedListRequest, data, "fetch request")
     return FetchRequest.checked(
         protocol_version=request.protocol_version, list=request.list, purpose=request.purpose
     )
 
 
-def decode_screen(request: pb.ScreenRequest) -> ScreenQuery:
-    """A screening batch, checked."""
+def decode_screen(data: bytes) -> ScreenQuery:
+    """A screening batch, as received, decoded and checked."""
+    request = _parsed(pb.ScreenRequest, data, "screening request")
     return ScreenQuery.checked(
         protocol_version=request.protocol_version,
         session_id=request.session_id,

@@ -15,7 +15,10 @@
 A refusal before step 1 ends is audited `session.refused`; any failure after it
 (a bad message, a stall, the peer gone, the node stopping) records the session
 `failed` with a human reason. CPU batches run on the process pool and SQLite
-in threads: the event loop never waits.
+in threads: the event loop never waits. What records the session (running,
+completed or failed) is queued at once (`submit`) and waited for even when the
+call is cancelled meanwhile (the peer gone, the node stopping), so that a
+session is never left `running` nor recorded both completed and failed.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
+from typing import TypeVar
 
 from crypto.errors import ProtocolError
 from crypto.groups import TAG_SIZE, get_suite
 from crypto.psi import DEFAULT_CHUNK_ELEMENTS, Mode, Responder
 from node.errors import InvalidInput
 from node.policy import SessionRequest, check_rate, check_set_size
-from node.sessions.answering import Answering, SharedList
+from node.sessions.answering import Answering, SharedList, submit
 from node.sessions.labels import LabelBook, label_chunks
 from node.sessions.messages import (
     Blinded,
@@ -46,30 +50,60 @@ from node.setup.config import PeerPolicy
 
 __all__ = ["answer_session"]
 
+T = TypeVar("T")
+
+
+async def _to_the_end(step: asyncio.Future[T]) -> T:
+    """Awaits a blocking step queued in a thread to its end even if this task is cancelled
+    meanwhile, once or more (the cancellation is raised after it): what the step recorded is
+    then known to the caller."""
+    cancelled = False
+    while not step.done():
+        try:
+            await asyncio.wait([step])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return step.result()
+
 
 async def answer_session(answering: Answering, peer: str, stream: PeerStream) -> None:
     """Answers one session from `peer` on `stream`, from its hello to its summary."""
     fields: dict[str, object] = {"peer": peer}
     record: SessionRecord | None = None
+    accepting: asyncio.Future[tuple[SharedList, SessionRecord]] | None = None
     try:
         hello = await stream.receive()
-        if not isinstance(hello, Hello):
-            raise InvalidInput(
-                "a session must open with a hello message",
-                peer="a session must open with a hello message",
+        if hello is None:
+            text = (
+                "the stream ended before a hello arrived: none was sent, or a message was over "
+                "the size limit"
             )
+            raise InvalidInput(text, peer=text)
+        if not isinstance(hello, Hello):
+            text = "a session must open with a hello message"
+            raise InvalidInput(text, peer=text)
         request = hello.request
         fields.update(request.audit_fields())
         with answering.admit(peer, request.mode, request.list) as policy:
             check_set_size(answering.node.config, policy, request.set_size)
-            shared, record = await asyncio.to_thread(_accept, answering, policy, request)
-            await _Answer(answering, policy, request, shared, record, stream).run()
+            accepting = submit(_accept, answering, policy, request)
+            shared, started = await _to_the_end(accepting)
+            record = started
+            await _Answer(answering, policy, request, shared, started, stream).run()
     except BaseException as exc:
+        if record is None and accepting is not None and _succeeded(accepting):
+            record = accepting.result()[1]  # cancelled after the session was recorded running
         if record is None:
             await answering.refused("session.refused", fields, exc)
         else:
-            await asyncio.shield(asyncio.to_thread(record.fail, describe(exc)))
+            await asyncio.shield(submit(record.fail, describe(exc)))
         raise
+
+
+def _succeeded(step: asyncio.Future[T]) -> bool:
+    return step.done() and not step.cancelled() and step.exception() is None
 
 
 def _accept(
@@ -150,6 +184,11 @@ class _Answer:
                 if party.has_all_revealed:
                     await self._matched()
             elif isinstance(message, Labels) and mutual:
+                # At most one label per element the initiator declared: what it may send is
+                # bounded, whatever it sends.
+                if self.peer_labels.count + len(message.labels) > self.request.set_size:
+                    text = "more labels than the elements the initiator declared"
+                    raise InvalidInput(text, peer=text)
                 self.peer_labels.add(message.indices, message.labels, limit=party.size)
             else:
                 raise InvalidInput(
@@ -188,13 +227,16 @@ class _Answer:
     async def _finish(self) -> None:
         points = self.shared.points
         match_count = len({j for _, j in self.matches})
-        hits = hit_rows(self.matches, points.refs, points.types, self.peer_labels)
-        await asyncio.to_thread(
-            self.record.complete,
-            match_count,
-            self.request.set_size,
-            hits,
-            labels_sent=self.labels_sent,
-            labels_received=self.peer_labels.count,
-        )
+
+        def complete() -> None:  # O(matches) in Python: off the loop
+            hits = hit_rows(self.matches, points.refs, points.types, self.peer_labels)
+            self.record.complete(
+                match_count,
+                self.request.set_size,
+                hits,
+                labels_sent=self.labels_sent,
+                labels_received=self.peer_labels.count,
+            )
+
+        await _to_the_end(submit(complete))
         await self.stream.send(Summary(match_count))
