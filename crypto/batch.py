@@ -9,8 +9,9 @@ module-level and name the suite by string, so they pickle to any executor
 (a local process pool, or a Dask cluster's `client.get_executor()`).
 
 `new_process_pool` starts all its workers before it returns. They ignore
-SIGINT, so Ctrl-C is the creating process's alone to handle, and they exit
-when that process dies, even by SIGKILL.
+SIGINT, so Ctrl-C is the creating process's alone to handle, end at once on
+SIGTERM (whatever handler the creator had), and exit when that process dies,
+even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _init_worker(creator_pid: int, started: Barrier) -> None:
     # Ctrl-C reaches the whole foreground process group. The creator handles it;
     # a KeyboardInterrupt in a worker would fail its task or break the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits its creator's Python handlers; SIGTERM ends a worker at once.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     child = os.getppid() == creator_pid  # with "forkserver", the forkserver is the parent
     if child and sys.platform == "linux":
         # The kernel kills the worker the moment its parent dies, even mid-call.

@@ -19,7 +19,6 @@ which runs in-process.
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import secrets
 import threading
@@ -37,7 +36,7 @@ from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 from node.policy import PROTOCOL_VERSION, FetchRequest, ScreenQuery, SessionRequest
 from node.rpc.status import error_from_rpc
-from node.rpc.wire import decode_responder, encode_initiator
+from node.rpc.wire import decode_responder, encode_fetch, encode_initiator, encode_screen
 from node.sessions.messages import Blinded, Evaluated, Hello, HelloReply, Message, Reveal, Summary
 from node.sessions.screen_initiator import OwnList
 from node.setup.config import NodeConfig
@@ -147,9 +146,7 @@ def fetch(channel: grpc.Channel, target: Target) -> EncodedList:
     sealed: dict[bytes, list[bytes]] = {}
     entries = 0
     try:
-        for chunk in stub.FetchEncodedList(
-            pb.FetchEncodedListRequest(**dataclasses.asdict(request)), timeout=target.timeout
-        ):
+        for chunk in stub.FetchEncodedList(encode_fetch(request), timeout=target.timeout):
             first = first or chunk
             count = len(chunk.tags) // screening.TAG_SIZE
             labels = list(chunk.sealed_labels) or [b""] * count
@@ -181,9 +178,7 @@ def query(channel: grpc.Channel, target: Target, encoded: EncodedList, own: OwnL
             target.purpose, batch,
         )  # fmt: skip
         try:
-            response = stub.Screen(
-                pb.ScreenRequest(**dataclasses.asdict(request)), timeout=target.timeout
-            )
+            response = stub.Screen(encode_screen(request), timeout=target.timeout)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc, target.peer) from None
         outputs = screening.verify_and_finalize(

@@ -1,8 +1,13 @@
 """A throw-away federation of real nodes for end-to-end tests: real CLI, real `serve` processes.
 
-Every node is created with `blindmatch init`, configured with `peer add`,
-loaded with `ingest` and started with `blindmatch serve` on a free loopback
-port; `close()` stops every process it started, by pid.
+Every node is created with `blindmatch init`, configured with `peer add`
+(and `configure` for node.toml keys the CLI does not set), loaded with
+`ingest` and started with `blindmatch serve` on a free loopback port;
+`close()` stops every process it started, and theirs, by pid.
+
+Commands run as a user's shell runs them (`AS_A_USER`): umask 022, so the
+node's own file modes are what a test sees, and Ctrl-C (SIGINT) with its
+default meaning, even where the test runner was started with it ignored.
 """
 
 from __future__ import annotations
@@ -12,12 +17,26 @@ import os
 import signal
 import socket
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BLINDMATCH
+import tomli_w
 
-__all__ = ["Federation", "free_port", "peer_channel"]
+from tests.conftest import kill_processes, wait_until, with_descendants
+
+__all__ = ["AS_A_USER", "Federation", "free_port", "peer_channel", "port_is_free"]
+
+AS_A_USER = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; os.umask(0o022); signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'node.cli', *sys.argv[1:]])",
+]
+"""`blindmatch` as `BLINDMATCH` runs it, exec'd (same pid) with a user's umask and Ctrl-C."""
+START_SECONDS = 60.0
+"""How long `serve` may take to say it listens."""
 
 
 def peer_channel(node_dir: Path, peer: str, address: str) -> Any:
@@ -41,6 +60,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(address: str) -> bool:
+    """Whether a new server could listen on HOST:PORT now (as servers do, with SO_REUSEADDR)."""
+    host, _, port = address.rpartition(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+            sock.listen()
+        except OSError:
+            return False
+    return True
+
+
 class Federation:
     """A CA and nodes under `root`, with helpers that run the real CLI."""
 
@@ -48,12 +80,13 @@ class Federation:
         self.root = root
         self.addresses: dict[str, str] = {}
         self.servers: dict[str, subprocess.Popen[str]] = {}
+        self.spawned: list[subprocess.Popen[str]] = []
         self.cli("ca", "init", root / "ca")
 
     def cli(self, *args: object, check: bool = True, timeout: float = 180) -> Any:
         """Runs `blindmatch ARGS`; returns the completed process (raises on failure if check)."""
         proc = subprocess.run(
-            [*BLINDMATCH, *map(str, args)], capture_output=True, text=True, timeout=timeout
+            [*AS_A_USER, *map(str, args)], capture_output=True, text=True, timeout=timeout
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"blindmatch {' '.join(map(str, args))}: {proc.stderr}")
@@ -100,32 +133,75 @@ class Federation:
         proc = self.cli("ingest", self.node(agency), "--list", list_name, path, "--json", *options)
         return json.loads(proc.stdout)
 
-    def start(self, agency: str) -> subprocess.Popen[str]:
-        """Starts `blindmatch serve` for `agency` and waits until it listens."""
-        log = open(self.root / f"{agency}.log", "a")  # noqa: SIM115 (lives with the process)
+    def configure(self, agency: str, peer: str | None = None, **values: object) -> None:
+        """Sets keys of `agency`'s node.toml (of its `[peers.PEER]` table if `peer` is given)."""
+        path = self.node(agency) / "node.toml"
+        config = tomllib.loads(path.read_text())
+        table = config["peers"][peer] if peer else config
+        table.update(values)
+        path.write_text(tomli_w.dumps(config))  # in place: the file keeps its mode
+
+    def spawn(self, *args: object) -> subprocess.Popen[str]:
+        """Starts `blindmatch ARGS` with its output piped; `close()` ends it if it still runs."""
         proc = subprocess.Popen(
-            [*BLINDMATCH, "serve", self.node(agency)],
+            [*AS_A_USER, *map(str, args)],
             stdout=subprocess.PIPE,
-            stderr=log,
+            stderr=subprocess.PIPE,
             text=True,
         )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if "serving on" not in line:
-            proc.kill()
-            raise AssertionError(f"{agency} did not start: {line!r}; see {log.name}")
+        self.spawned.append(proc)
+        return proc
+
+    def start(self, agency: str, *serve_args: object) -> subprocess.Popen[str]:
+        """Starts `blindmatch serve` for `agency` (with `serve_args`) and waits until it listens.
+
+        Its output goes to ROOT/AGENCY.log, never to a pipe: a server (or one of
+        its forked servers) that outlives the test's reading end must not fail on
+        a closed pipe.
+        """
+        log_path = self.log(agency)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        args = [*map(str, serve_args)]
+        servers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+        with open(log_path, "a") as log:
+            proc = subprocess.Popen(
+                [*AS_A_USER, "serve", self.node(agency), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+
+        def started() -> bool:
+            text = log_path.read_text(errors="replace")[offset:]
+            return text.count("serving on") >= servers or proc.poll() is not None
+
+        wait_until(started, START_SECONDS, interval=0.05)
+        if log_path.read_text(errors="replace")[offset:].count("serving on") < servers:
+            kill_processes(with_descendants(proc.pid))
+            proc.wait()
+            tail = log_path.read_text(errors="replace")[offset:][-2000:]
+            raise AssertionError(f"{agency} did not start; {log_path}:\n{tail}")
         self.servers[agency] = proc
         return proc
 
-    def stop(self, agency: str, sig: int = signal.SIGTERM) -> int:
-        """Stops the server of `agency` by pid; returns its exit code."""
+    def log(self, agency: str) -> Path:
+        """The file every `serve` of `agency` writes its output to."""
+        return self.root / f"{agency}.log"
+
+    def stop(self, agency: str, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Stops the server of `agency` by pid; returns its exit code.
+
+        Past `timeout` the server and its processes are killed and the test fails.
+        """
         proc = self.servers.pop(agency)
+        processes = with_descendants(proc.pid)
         os.kill(proc.pid, sig)
         try:
-            return proc.wait(timeout=60)
-        finally:
-            if proc.stdout:
-                proc.stdout.close()
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_processes({**processes, **with_descendants(proc.pid)})
+            proc.wait()
+            raise AssertionError(f"{agency}'s serve ran on {timeout} s after {sig!r}") from None
 
     def match(
         self,
@@ -164,6 +240,13 @@ class Federation:
         return result
 
     def close(self) -> None:
-        """Stops every server still running."""
-        for agency in list(self.servers):
-            self.stop(agency, signal.SIGKILL)
+        """Kills every server and spawned command still running, with their processes."""
+        for proc in [*self.servers.values(), *self.spawned]:
+            if proc.poll() is None:  # not reaped yet: its pid is still its own
+                kill_processes(with_descendants(proc.pid))
+                proc.wait()
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe:
+                    pipe.close()
+        self.servers.clear()
+        self.spawned.clear()

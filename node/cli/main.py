@@ -7,7 +7,10 @@ write both functions and append one line to `COMMANDS`.
 
 Exit codes: 0 success; 1 failure, with one line ``blindmatch: error: ...`` on
 stderr (`_fail` is the only place that turns `NodeError`/`CryptoError` into
-it); 2 usage, from argparse.
+it); 2 usage, from argparse; 130 interrupted, after cleaning up. SIGTERM (a
+supervisor, `timeout`, `kill`) interrupts a command as Ctrl-C does, so a
+session it stops is recorded failed rather than left running; `serve` installs
+its own handling (drain, then stop).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 from typing import Any
 
 from crypto.errors import CryptoError
@@ -348,6 +352,7 @@ def _add_match(subparsers: Subparsers) -> None:
 
 def _cmd_match(args: argparse.Namespace) -> int:
     from crypto.batch import BatchRunner, new_process_pool
+    from node.sessions.results import MatchResult
     from node.setup.context import NodeContext
 
     pool = new_process_pool()  # forked before any gRPC object exists
@@ -355,19 +360,28 @@ def _cmd_match(args: argparse.Namespace) -> int:
         from node.rpc.client import match
 
         node = NodeContext.load(args.node_dir, BatchRunner(pool))
-        result = asyncio.run(
-            match(
-                node,
-                peer=args.peer,
-                list_name=args.list_name,
-                peer_list=args.peer_list or args.list_name,
-                mode=args.mode,
-                purpose=args.purpose,
-                operator=_operator(args),
-                timeout=args.timeout,
-                progress=sys.stderr if sys.stderr.isatty() and not args.json else None,
-            )
-        )
+
+        async def session() -> MatchResult:
+            try:
+                return await match(
+                    node,
+                    peer=args.peer,
+                    list_name=args.list_name,
+                    peer_list=args.peer_list or args.list_name,
+                    mode=args.mode,
+                    purpose=args.purpose,
+                    operator=_operator(args),
+                    timeout=args.timeout,
+                    progress=sys.stderr if sys.stderr.isatty() and not args.json else None,
+                )
+            except asyncio.CancelledError:
+                # Ctrl-C (asyncio.run cancels this task): the session is recorded failed.
+                # Drop the batches still queued, so that no thread of the loop waits for
+                # them before asyncio.run can return.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+        result = asyncio.run(session())
     finally:
         pool.shutdown(cancel_futures=True)
     if args.json:
@@ -493,10 +507,23 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM does what Ctrl-C would: asyncio.run cancels its task, else KeyboardInterrupt."""
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    if callable(on_interrupt):
+        on_interrupt(signal.SIGINT, frame)
+    else:  # Ctrl-C ignored (a background job): a SIGTERM still ends the command
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # keys, stores and configs: readable by the node's user only
+    signal.signal(signal.SIGTERM, _terminated)
+    # gRPC's core logs at INFO to stderr (e.g. "Got goaway" when a peer stops): the error
+    # line is the operator's. Set before any command imports grpc; GRPC_VERBOSITY overrides.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     try:
         code: int = args.func(args)
     except (NodeError, CryptoError) as exc:

@@ -16,11 +16,10 @@ from typing import Any, TextIO
 import grpc
 
 from node.errors import PeerError, Stalled
-from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 from node.policy import FetchRequest, ScreenQuery
 from node.rpc.status import error_from_rpc
-from node.rpc.wire import decode_responder, encode_initiator
+from node.rpc.wire import decode_responder, encode_fetch, encode_initiator, encode_screen
 from node.sessions.messages import Message
 from node.sessions.mutual_initiator import initiate_session
 from node.sessions.results import MatchResult
@@ -155,10 +154,7 @@ class GrpcScreening:
     async def fetch(
         self, request: FetchRequest
     ) -> AsyncIterator[tuple[EncodedHeader, bytes, list[bytes]]]:
-        message = pb.FetchEncodedListRequest(
-            protocol_version=request.protocol_version, list=request.list, purpose=request.purpose
-        )
-        call = self.stub.FetchEncodedList(message, timeout=self.timeout)
+        call = self.stub.FetchEncodedList(encode_fetch(request), timeout=self.timeout)
         try:
             while True:
                 try:
@@ -183,18 +179,10 @@ class GrpcScreening:
             call.cancel()
 
     async def screen(self, query: ScreenQuery) -> tuple[bytes, bytes]:
-        message = pb.ScreenRequest(
-            protocol_version=query.protocol_version,
-            session_id=query.session_id,
-            list=query.list,
-            epoch=query.epoch,
-            list_version=query.list_version,
-            purpose=query.purpose,
-            blinded=query.blinded,
-        )
         try:
             # A batch takes well under a second: a responder silent for the idle time has stalled.
-            response = await self.stub.Screen(message, timeout=min(self.timeout, self.idle))
+            deadline = min(self.timeout, self.idle)
+            response = await self.stub.Screen(encode_screen(query), timeout=deadline)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, self.peer) from None
         return response.evaluated, response.proof

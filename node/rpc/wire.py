@@ -10,6 +10,7 @@ become `node.sessions.messages` types.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TypeVar
 
 from google.protobuf.message import DecodeError
@@ -34,6 +35,8 @@ __all__ = [
     "decode_initiator",
     "decode_responder",
     "decode_screen",
+    "encode_fetch",
+    "encode_screen",
     "encode_initiator",
     "encode_responder",
 ]
@@ -135,6 +138,16 @@ def decode_responder(message: pb.ResponderMessage, peer: str) -> Message:
     if kind == "summary":
         return Summary(message.summary.match_count)
     raise PeerError(f"peer {peer} sent a session message without a body")
+
+
+def encode_fetch(request: FetchRequest) -> pb.FetchEncodedListRequest:
+    """A fetch request on the wire (the fields have the same names)."""
+    return pb.FetchEncodedListRequest(**dataclasses.asdict(request))
+
+
+def encode_screen(query: ScreenQuery) -> pb.ScreenRequest:
+    """A screening batch on the wire (the fields have the same names)."""
+    return pb.ScreenRequest(**dataclasses.asdict(query))
 
 
 def decode_fetch(data: bytes) -> FetchRequest:

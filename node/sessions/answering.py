@@ -7,39 +7,25 @@ refusal, whichever RPC and whatever went wrong, is audited with its reason by
 `Answering.refused`. The
 responder's lists are loaded once per list version and suite (`ListCache`)
 and shared by every session against them.
-
-What records a session or a refusal goes to a thread with `submit`, not
-`asyncio.to_thread`: it is queued before the caller's next await, so it is done
-even if the call is then cancelled and the loop ends (`serve` stopping), as the
-loop's thread pool finishes its queue before the process exits.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from crypto.psi import PointSet
 from node.data.store import ListPoints
 from node.policy import SessionSlots, authorize
+from node.sessions.blocking import settled, submit
 from node.sessions.records import audit_refusal, describe
 from node.setup.config import PeerPolicy
 from node.setup.context import NodeContext
 
-__all__ = ["Answering", "ListCache", "SharedList", "submit"]
-
-T = TypeVar("T")
-
-
-def submit(blocking: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
-    """Queues `blocking(*args, **kwargs)` on the loop's thread pool now; returns its future."""
-    call = functools.partial(blocking, *args, **kwargs)
-    return asyncio.get_running_loop().run_in_executor(None, call)
+__all__ = ["Answering", "ListCache", "SharedList"]
 
 
 @dataclass(frozen=True)
@@ -100,4 +86,4 @@ class Answering:
     async def refused(self, event: str, fields: Mapping[str, Any], exc: BaseException) -> None:
         """Audits a refusal (off the loop; done even if the call is cancelled meanwhile)."""
         entry = {"operator": f"peer:{fields.get('peer')}", **fields}
-        await asyncio.shield(submit(audit_refusal, self.node, event, entry, describe(exc)))
+        await settled(submit(audit_refusal, self.node, event, entry, describe(exc)))

@@ -13,19 +13,27 @@ transaction. Any failure — a refusal, a bad point or label, more elements than
 declared, a stalled or vanished responder, Ctrl-C — records the session
 `failed` with a human reason (`interrupted` for Ctrl-C) and raises a
 `PeerError` naming the peer (or the cancellation, for the caller to report).
+
+A record write, once begun, is seen to its end even if the session is
+cancelled meanwhile (`node.sessions.blocking`): a session is never left `running`, nor
+recorded both completed and failed. The responder must keep to the protocol:
+one hello reply first, no more elements than it declared, labels only in a
+mutual session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from crypto.errors import CryptoError
 from crypto.groups import get_suite
 from crypto.psi import Initiator, Mode
 from node.errors import InvalidInput, PeerError
 from node.policy import PROTOCOL_VERSION, SessionRequest, check_purpose
+from node.sessions.blocking import settled, submit, succeeded
 from node.sessions.labels import LabelBook, label_chunks
 from node.sessions.messages import (
     Blinded,
@@ -42,6 +50,9 @@ from node.sessions.results import MatchResult
 from node.setup.context import NodeContext
 
 __all__ = ["initiate_session"]
+
+log = logging.getLogger("blindmatch.sessions")
+T = TypeVar("T")
 
 
 async def initiate_session(
@@ -83,29 +94,12 @@ async def initiate_session(
         purpose=purpose,
         operator=operator,
     )
-    await asyncio.to_thread(record.start, party.size)
     talk = _Talk(party, request, points.labels, policy.release_labels, policy.max_set_size, peer)
     talk.progress = progress
-    try:
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(talk.send_all(stream))
-                tasks.create_task(talk.read_all(stream))
-        except BaseExceptionGroup as group:
-            raise _first(group) from None
-        matches = await talk.matches()
-    except BaseException as exc:
-        await asyncio.shield(
-            asyncio.to_thread(record.fail, describe(exc), labels_sent=talk.labels_sent)
-        )
-        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
-            raise
-        if isinstance(exc, CryptoError | InvalidInput):  # the peer's messages were unusable
-            raise PeerError(f"session with {peer} failed: {exc}") from None
-        raise
+    starting: asyncio.Future[None] | None = None
 
-    def finish() -> tuple[list[dict[str, object]], int]:  # O(n) in Python: off the loop
-        hits = hit_rows(matches, points.refs, points.types, talk.peer_labels)
+    def finish(matches: list[tuple[int, int]]) -> tuple[list[dict[str, object]], int]:
+        hits = hit_rows(matches, points.refs, points.types, talk.peer_labels)  # O(n): a thread
         mutual = party.mode is Mode.MUTUAL  # each matched peer index is one shared element
         match_count = len({j for _, j in matches}) if mutual else party.match_count()
         record.complete(
@@ -117,7 +111,24 @@ async def initiate_session(
         )
         return hits, match_count
 
-    hits, match_count = await asyncio.to_thread(finish)
+    try:
+        starting = submit(record.start, party.size)
+        await settled(starting)
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(talk.send_all(stream))
+                tasks.create_task(talk.read_all(stream))
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+        hits, match_count = await settled(submit(finish, await talk.matches()))
+    except BaseException as exc:
+        if succeeded(starting):  # else nothing is recorded yet; a no-op once completed
+            await _record_failure(record, exc, talk.labels_sent)
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+            raise
+        if isinstance(exc, CryptoError | InvalidInput):  # the peer's messages were unusable
+            raise PeerError(f"session with {peer} failed: {exc}") from None
+        raise
     return MatchResult(
         session_id=request.session_id,
         peer=peer,
@@ -128,6 +139,25 @@ async def initiate_session(
         match_count=match_count,
         matches=hits,
     )
+
+
+async def _record_failure(record: SessionRecord, exc: BaseException, labels_sent: int) -> None:
+    """Records the session failed because of `exc`; a failure to record it is only logged."""
+    try:
+        await settled(submit(record.fail, describe(exc), labels_sent=labels_sent))
+    except Exception as write_error:  # the session's own error is the one to report
+        log.warning(
+            "session %s with %s could not be recorded failed: %s",
+            record.session_id,
+            record.peer,
+            describe(write_error),
+        )
+
+
+def _kind(message: object) -> str:
+    """A message's kind as the protocol names it (HelloReply -> 'hello reply')."""
+    name = type(message).__name__
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()
 
 
 def _first(group: BaseExceptionGroup) -> BaseException:
@@ -199,24 +229,26 @@ class _Talk:
         party = self.party
         while (message := await stream.receive()) is not None:
             if isinstance(message, HelloReply):
-                if message.set_size > self.max_peer_size:
-                    raise PeerError(
-                        f"peer {self.peer} declared {message.set_size:,} elements, more than "
-                        f"its max_set_size of {self.max_peer_size:,}; raise it with "
-                        f"'blindmatch peer set' if that is expected"
-                    )
+                self._check_hello_reply(message)
                 party.read_hello_reply(message.set_size)
+            elif party.peer_size is None:
+                raise PeerError(
+                    f"peer {self.peer} sent a {_kind(message)} message before its hello reply"
+                )
             elif isinstance(message, Blinded):
                 party.read_blinded(message.packed)
                 self._show(f"received {party._y_b_received:,}/{party.peer_size or 0:,}")
             elif isinstance(message, Evaluated):
                 party.read_evaluated(message.packed)
-            elif isinstance(message, Labels):
+            elif isinstance(message, Labels) and party.mode is Mode.MUTUAL:
                 self.peer_labels.add(message.indices, message.labels, party.peer_size or 0)
             elif isinstance(message, Summary):
                 self.summary = message
             else:
-                raise PeerError(f"peer {self.peer} sent an unexpected {type(message).__name__}")
+                raise PeerError(
+                    f"peer {self.peer} sent a {_kind(message)} message, which has no place in a "
+                    f"{party.mode} session"
+                )
             if party.has_all_blinded and not self._all_blinded.is_set():
                 await asyncio.to_thread(party.collect_blinded)  # a bad y_b fails here
                 self._all_blinded.set()
@@ -226,6 +258,16 @@ class _Talk:
             self.progress.write("\n")
         if self.summary is None:
             raise PeerError(f"peer {self.peer} ended the session without a summary")
+
+    def _check_hello_reply(self, reply: HelloReply) -> None:
+        if self.party.peer_size is not None:
+            raise PeerError(f"peer {self.peer} sent a second hello reply")
+        if reply.set_size > self.max_peer_size:
+            raise PeerError(
+                f"peer {self.peer} declared {reply.set_size:,} elements, more than its "
+                f"max_set_size of {self.max_peer_size:,}; if that is expected, raise it with "
+                f"'blindmatch peer add NODE_DIR --agency {self.peer} ... --max-set-size N'"
+            )
 
     def _show(self, text: str) -> None:
         if self.progress:

@@ -16,9 +16,7 @@ A refusal before step 1 ends is audited `session.refused`; any failure after it
 (a bad message, a stall, the peer gone, the node stopping) records the session
 `failed` with a human reason. CPU batches run on the process pool and SQLite
 in threads: the event loop never waits. What records the session (running,
-completed or failed) is queued at once (`submit`) and waited for even when the
-call is cancelled meanwhile (the peer gone, the node stopping), so that a
-session is never left `running` nor recorded both completed and failed.
+completed or failed) is seen to its end (`node.sessions.blocking`).
 """
 
 from __future__ import annotations
@@ -26,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-from typing import TypeVar
 
 from crypto.errors import ProtocolError
 from crypto.groups import TAG_SIZE, get_suite
 from crypto.psi import DEFAULT_CHUNK_ELEMENTS, Mode, Responder
 from node.errors import InvalidInput
 from node.policy import SessionRequest, check_rate, check_set_size
-from node.sessions.answering import Answering, SharedList, submit
+from node.sessions.answering import Answering, SharedList
+from node.sessions.blocking import settled, submit, succeeded
 from node.sessions.labels import LabelBook, label_chunks
 from node.sessions.messages import (
     Blinded,
@@ -49,23 +47,6 @@ from node.sessions.records import SessionRecord, describe, hit_rows
 from node.setup.config import PeerPolicy
 
 __all__ = ["answer_session"]
-
-T = TypeVar("T")
-
-
-async def _to_the_end(step: asyncio.Future[T]) -> T:
-    """Awaits a blocking step queued in a thread to its end even if this task is cancelled
-    meanwhile, once or more (the cancellation is raised after it): what the step recorded is
-    then known to the caller."""
-    cancelled = False
-    while not step.done():
-        try:
-            await asyncio.wait([step])
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return step.result()
 
 
 async def answer_session(answering: Answering, peer: str, stream: PeerStream) -> None:
@@ -89,21 +70,17 @@ async def answer_session(answering: Answering, peer: str, stream: PeerStream) ->
         with answering.admit(peer, request.mode, request.list) as policy:
             check_set_size(answering.node.config, policy, request.set_size)
             accepting = submit(_accept, answering, policy, request)
-            shared, started = await _to_the_end(accepting)
+            shared, started = await settled(accepting)
             record = started
             await _Answer(answering, policy, request, shared, started, stream).run()
     except BaseException as exc:
-        if record is None and accepting is not None and _succeeded(accepting):
+        if record is None and accepting is not None and succeeded(accepting):
             record = accepting.result()[1]  # cancelled after the session was recorded running
         if record is None:
             await answering.refused("session.refused", fields, exc)
         else:
-            await asyncio.shield(submit(record.fail, describe(exc)))
+            await settled(submit(record.fail, describe(exc)))
         raise
-
-
-def _succeeded(step: asyncio.Future[T]) -> bool:
-    return step.done() and not step.cancelled() and step.exception() is None
 
 
 def _accept(
@@ -238,5 +215,5 @@ class _Answer:
                 labels_received=self.peer_labels.count,
             )
 
-        await _to_the_end(submit(complete))
+        await settled(submit(complete))
         await self.stream.send(Summary(match_count))

@@ -27,6 +27,7 @@ from node.data.screening import CachedSet
 from node.errors import PeerError, StaleEpoch
 from node.policy import PROTOCOL_VERSION, FetchRequest, ScreenQuery, check_purpose
 from node.sessions.answering import Answering
+from node.sessions.blocking import settled, submit
 from node.sessions.records import SessionRecord, describe
 from node.sessions.results import MatchResult
 from node.sessions.screen_responder import SUITE, EncodedHeader, answer_fetch, answer_screen
@@ -225,7 +226,7 @@ async def run_screen(
         purpose=purpose,
         operator=operator,
     )
-    await asyncio.to_thread(record.start, len(own.elements))
+    await settled(submit(record.start, len(own.elements)))
     fetches = 0
 
     async def fetch() -> CachedSet:
@@ -253,7 +254,7 @@ async def run_screen(
                     raise
                 cached = await fetch()
     except BaseException as exc:
-        await asyncio.shield(asyncio.to_thread(record.fail, describe(exc)))
+        await settled(submit(record.fail, describe(exc)))
         if isinstance(exc, StaleEpoch):
             raise PeerError(f"peer {peer} refused the query: {exc}") from None
         if isinstance(exc, CryptoError):
@@ -264,16 +265,18 @@ async def run_screen(
         for i, labels in sorted(hits.items())
         for ref, type_ in own.rows[i]
     ]
-    await asyncio.to_thread(
-        record.complete,
-        len(hits),
-        cached.entries,
-        matches,
-        labels_received=sum(len(labels) for labels in hits.values()),
-        event="screen.query",
-        epoch=cached.epoch,
-        batch_size=len(own.elements),
-        fetches=fetches,
+    await settled(
+        submit(
+            record.complete,
+            len(hits),
+            cached.entries,
+            matches,
+            labels_received=sum(len(labels) for labels in hits.values()),
+            event="screen.query",
+            epoch=cached.epoch,
+            batch_size=len(own.elements),
+            fetches=fetches,
+        )
     )
     return MatchResult(
         session_id=record.session_id,

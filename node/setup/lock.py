@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,13 +31,33 @@ def serve_lock(node_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            raise ConfigError(
-                f"{node_dir} is already being served by pid {holder}; stop that process "
-                f"first (kill -TERM {holder})"
-            ) from None
+            raise ConfigError(_held_by(node_dir, fd)) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def _held_by(node_dir: Path, fd: int) -> str:
+    """Why the lock is taken, naming the pid in the file (read again if it is being written)."""
+    text = ""
+    for _ in range(20):  # the holder writes its pid just after taking the lock
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if text.isdigit():
+            break
+        time.sleep(0.05)
+    if not text.isdigit():
+        return f"{node_dir} is already being served (its lock {LOCK_FILE} is held); stop that serve"
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        # `serve --workers N` forked servers that share the lock; they outlive it while they stop.
+        return (
+            f"{node_dir} is still being served by processes that pid {pid} started; pid {pid} "
+            "has exited and they are stopping: wait for them, then start serve again"
+        )
+    except PermissionError:  # runs as another user: it exists
+        pass
+    return f"{node_dir} is already being served by pid {pid}; stop it first (kill -TERM {pid})"
