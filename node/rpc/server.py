@@ -265,7 +265,8 @@ async def _serve(node: NodeContext, reuse_port: bool) -> None:
     await stopping.wait()
     await health_servicer.enter_graceful_shutdown()  # load balancers and peers see NOT_SERVING
     await server.stop(grace)
-    print(f"{node.config.agency} stopped (pid {os.getpid()})", flush=True)
+    with contextlib.suppress(BrokenPipeError):  # whoever read our output may be gone
+        print(f"{node.config.agency} stopped (pid {os.getpid()})", flush=True)
 
 
 def _server_credentials(node: NodeContext) -> grpc.ServerCredentials:

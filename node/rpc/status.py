@@ -93,9 +93,9 @@ def error_from_rpc(exc: grpc.aio.AioRpcError, peer: str) -> errors.NodeError:
         return errors.StaleEpoch(detail)
     if code is grpc.StatusCode.UNAVAILABLE:
         return errors.PeerError(
-            f"peer {peer} is unreachable, refused the TLS handshake or cannot answer now "
+            f"peer {peer} is unreachable, refused the TLS handshake, or stopped answering "
             f"({detail}); check that it is serving at the configured address and that both "
-            "certificates come from the federation CA"
+            "certificates come from the federation CA, then retry"
         )
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         return errors.PeerError(f"peer {peer} did not finish before the deadline; retry later")

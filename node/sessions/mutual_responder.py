@@ -48,6 +48,10 @@ from node.setup.config import PeerPolicy
 
 __all__ = ["answer_session"]
 
+# A responder's call is cancelled by gRPC when the initiator cancels it or its connection
+# drops, or when this node stops past its grace period.
+_PEER_GONE = "cancelled: the initiator cancelled or disconnected, or this node was stopping"
+
 
 async def answer_session(answering: Answering, peer: str, stream: PeerStream) -> None:
     """Answers one session from `peer` on `stream`, from its hello to its summary."""
@@ -79,7 +83,8 @@ async def answer_session(answering: Answering, peer: str, stream: PeerStream) ->
         if record is None:
             await answering.refused("session.refused", fields, exc)
         else:
-            await settled(submit(record.fail, describe(exc)))
+            reason = _PEER_GONE if isinstance(exc, asyncio.CancelledError) else describe(exc)
+            await settled(submit(record.fail, reason))
         raise
 
 

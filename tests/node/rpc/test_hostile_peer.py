@@ -535,5 +535,7 @@ def test_a_session_cancelled_while_it_is_recorded_ends_failed_not_running(served
     )
     assert status == "failed"
     failed = [e for e in audit_entries(node, ("session.failed",)) if e["session_id"] == session_id]
-    assert [e["reason"] for e in failed] == ["interrupted"]
+    assert [e["reason"] for e in failed] == [
+        "cancelled: the initiator cancelled or disconnected, or this node was stopping"
+    ]
     verify_audit(fed, RESPONDER)
