@@ -192,6 +192,7 @@ class _Talk:
         self.labels_sent = 0
         self.summary: Summary | None = None
         self.progress: TextIO | None = None
+        self._accepted = asyncio.Event()  # the hello reply is in: x_a can go
         self._all_blinded = asyncio.Event()  # every y_b read: the reveal can go
         self._all_evaluated = asyncio.Event()  # matches known: the labels can go
         self._matches: list[tuple[int, int]] | None = None
@@ -207,11 +208,23 @@ class _Talk:
         party = self.party
         await stream.send(Hello(self.request))
         chunks = party.blinded_chunks()
+        # x_a goes out only once the responder has accepted: a refusal then ends the call
+        # before we write into it (grpc.aio reports a write into a call the server has just
+        # ended as INTERNAL instead of the server's status: grpc/grpc#36066). The first chunks
+        # are multiplied meanwhile.
+        first = asyncio.ensure_future(asyncio.to_thread(next, chunks, None))
+        try:
+            await self._accepted.wait()
+        finally:
+            if not self._accepted.is_set():
+                first.cancel()
+        chunk = await first
         sent = 0
-        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+        while chunk is not None:
             await stream.send(Blinded(chunk))
             sent += len(chunk) // 32
             self._show(f"sent {sent:,}/{party.size:,}")
+            chunk = await asyncio.to_thread(next, chunks, None)
         if party.mode is Mode.MUTUAL:
             await self._all_blinded.wait()
             for reveal in party.reveal_chunks():
@@ -231,6 +244,7 @@ class _Talk:
             if isinstance(message, HelloReply):
                 self._check_hello_reply(message)
                 party.read_hello_reply(message.set_size)
+                self._accepted.set()
             elif party.peer_size is None:
                 raise PeerError(
                     f"peer {self.peer} sent a {_kind(message)} message before its hello reply"
