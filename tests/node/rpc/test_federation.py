@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +19,7 @@ from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 from tests.conftest import BLINDMATCH
 from tests.federation import Federation, peer_channel
+from tests.node.rpc.peer_wire import hello
 
 CUSTOMS = """ref,name,dob,passport,passport_country,phone,iban,container,label
 C1,"ALVAREZ NUNEZ, Jose",03.04.1980,,,06-12345678,,,customs case C1
@@ -196,21 +196,6 @@ def raw_session(fed: Federation, messages: list[pb.InitiatorMessage]) -> grpc.Rp
             for _ in responses:
                 pass
     return caught.value
-
-
-def hello(**fields: object) -> pb.InitiatorMessage:
-    values: dict[str, object] = dict(
-        protocol_version=1,
-        session_id=secrets.token_hex(16),
-        suite="x25519-blake3",
-        mode=pb.MODE_MUTUAL,
-        list="targets",
-        purpose="hostile test",
-        set_size=2,
-        initiator_list="seizures",
-    )
-    values.update(fields)
-    return pb.InitiatorMessage(hello=pb.Hello(**values))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
