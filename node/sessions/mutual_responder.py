@@ -74,8 +74,9 @@ async def answer_session(answering: Answering, peer: str, stream: PeerStream) ->
         with answering.admit(peer, request.mode, request.list) as policy:
             check_set_size(answering.node.config, policy, request.set_size)
             accepting = submit(_accept, answering, policy, request)
-            shared, record = await settled(accepting)
-            await _Answer(answering, policy, request, shared, record, stream).run()
+            shared, started = await settled(accepting)
+            record = started
+            await _Answer(answering, policy, request, shared, started, stream).run()
     except BaseException as exc:
         if record is None and accepting is not None and succeeded(accepting):
             record = accepting.result()[1]  # cancelled after the session was recorded running
