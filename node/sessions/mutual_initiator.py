@@ -255,6 +255,12 @@ class _Talk:
             elif isinstance(message, Evaluated):
                 party.read_evaluated(message.packed)
             elif isinstance(message, Labels) and party.mode is Mode.MUTUAL:
+                # Bounded like the set itself: what a responder may send is limited.
+                if self.peer_labels.count + len(message.labels) > self.max_peer_size:
+                    raise PeerError(
+                        f"peer {self.peer} sent more labels than its max_set_size of "
+                        f"{self.max_peer_size:,}"
+                    )
                 self.peer_labels.add(message.indices, message.labels, party.peer_size or 0)
             elif isinstance(message, Summary):
                 self.summary = message

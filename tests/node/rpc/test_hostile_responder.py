@@ -151,6 +151,11 @@ CASES: dict[str, tuple[str, Script, str]] = {
         sends(reply(2), y_b(TWO), labels([0], ["x" * 2000])),
         "longer than 1000 characters",
     ),
+    "label-flood": (  # each message valid, together more than the peer's set may hold
+        "mutual",
+        sends(reply(2), y_b(TWO), *[labels([0] * 500, ["x"] * 500)] * 3),
+        f"more labels than its max_set_size of {MAX_SET_SIZE:,}",
+    ),
     "labels-in-count": (
         "count",
         sends(reply(2), y_b(TWO), labels([0], ["x"])),
