@@ -71,7 +71,9 @@ async def initiate_session(
     check_purpose(purpose)
     suite = node.config.suite
     points = await asyncio.to_thread(lambda: node.store().list_points(list_name, suite))
-    party = Initiator.with_new_key(get_suite(suite), points.packed, Mode(mode), runner=node.runner)
+    party = await asyncio.to_thread(  # dedupe and shuffle: O(n), off the loop
+        Initiator.with_new_key, get_suite(suite), points.packed, Mode(mode), runner=node.runner
+    )
     request = SessionRequest(
         protocol_version=PROTOCOL_VERSION,
         session_id=secrets.token_hex(16),
