@@ -71,7 +71,7 @@ def _fill(node: NodeContext, name: str, indices: range, runner: BatchRunner) -> 
             "INSERT INTO lists (name, kind, version, updated_at) VALUES (?, 'watchlist', 1, ?)",
             (name, utc_now()),
         )
-        list_id = store.list_id(name)
+        list_id, _, _ = store.list_row(name)
         for start in range(indices.start, indices.stop, step):
             part = range(start, min(start + step, indices.stop))
             elements = [_element(i) for i in part]

@@ -368,46 +368,26 @@ class Store:
         ).fetchall()
         return [ListInfo(*row) for row in rows]
 
-    def list_info(self, name: str) -> ListInfo:
-        """Returns one list, or raises NotFound."""
-        for info in self.lists():
-            if info.name == name:
-                return info
-        raise self._no_list(name)
-
-    def _no_list(self, name: str) -> NotFound:
-        names = ", ".join(i.name for i in self.lists()) or "none yet"
-        return NotFound(
-            f"no list {name!r} in {self.path} (lists: {names}); "
-            "load it with 'blindmatch ingest NODE_DIR --list NAME FILE'"
-        )
-
     def list_row(self, name: str) -> tuple[int, int, str]:
         """Returns (id, version, kind) of list `name`, or raises NotFound (a peer may see why)."""
         row = self.conn.execute(
             "SELECT id, version, kind FROM lists WHERE name = ?", (name,)
         ).fetchone()
         if row is None:
+            names = ", ".join(i.name for i in self.lists()) or "none yet"
             raise NotFound(
-                f"no list {name!r} in {self.path}; load it with "
+                f"no list {name!r} in {self.path} (lists: {names}); load it with "
                 "'blindmatch ingest NODE_DIR --list NAME FILE'",
                 peer=f"list {name!r} does not exist on this node",
             )
         return int(row[0]), int(row[1]), str(row[2])
-
-    def list_id(self, name: str) -> int | None:
-        """Returns the id of list `name`, or None."""
-        row = self.conn.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
-        return None if row is None else int(row[0])
 
     def list_points(self, name: str, suite: str) -> ListPoints:
         """Returns the packed points of every element of list `name` for `suite`, by element id."""
         column = _POINT_COLUMNS.get(suite)
         if column is None:
             raise ConfigError(f"unknown suite {suite!r}; use {', '.join(sorted(SUITES))}")
-        list_id = self.list_id(name)
-        if list_id is None:
-            raise self._no_list(name)
+        list_id, _, _ = self.list_row(name)
         rows = self.conn.execute(
             f"""
             SELECT e.{column}, r.ref, e.type, r.label
