@@ -4,9 +4,8 @@ One `Answering` per serving process. Every call a peer makes goes through
 `Answering.admit`, which checks the peer's identity and policy and takes one
 of the concurrency slots (`SessionSlots`) for the length of the call; every
 refusal, whichever RPC and whatever went wrong, is audited with its reason by
-`Answering.refused`. The
-responder's lists are loaded once per list version and suite (`ListCache`)
-and shared by every session against them.
+`Answering.refused`. The responder's lists are loaded once per list version
+and suite (`ListCache`) and shared by every session against them.
 """
 
 from __future__ import annotations
