@@ -88,6 +88,7 @@ from node.errors import ConfigError, InvalidIdentifier, InvalidInput
 __all__ = [
     "ELEMENT_PREFIX",
     "ELEMENT_TYPES",
+    "MAX_LABEL_CHARS",
     "IDENTIFIER_TYPES",
     "PASSPORT",
     "PERSON",
@@ -115,6 +116,7 @@ __all__ = [
     "check_columns",
     "encode_element",
     "known_columns",
+    "label_problem",
 ]
 
 ELEMENT_PREFIX = b"blindmatch/v1\x00"
@@ -789,16 +791,41 @@ def _unknown_column(column: str) -> str:
 
 
 def check_columns(columns: Iterable[str]) -> None:
-    """Raise InvalidInput unless `columns` is a usable header: known, unique, with ref."""
+    """Raise InvalidInput unless `columns` is a usable header: known, unique, with ref.
+
+    Every problem is named in one message, so a header is fixed in one go.
+    """
+    problems: list[str] = []
     seen: set[str] = set()
     for column in columns:
         if column not in _KNOWN_COLUMNS:
-            raise InvalidInput(_unknown_column(column))
-        if column in seen:
-            raise InvalidInput(f"column {column!r} appears twice")
+            problems.append(_unknown_column(column))
+        elif column in seen:
+            problems.append(f"column {column!r} appears twice")
         seen.add(column)
     if "ref" not in seen:
-        raise InvalidInput("no 'ref' column: every record needs a local ref")
+        problems.append("no 'ref' column: every record needs a local ref")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+
+
+MAX_LABEL_CHARS = 1000
+"""The longest label a record may carry; a peer refuses a longer one."""
+
+
+def label_problem(label: str) -> str | None:
+    """Return why `label` cannot be stored (too long, control characters), or None."""
+    if len(label) > MAX_LABEL_CHARS:
+        return (
+            f"label has {len(label):,} characters, more than the {MAX_LABEL_CHARS:,} a peer "
+            "accepts: shorten it to a case reference and contact point"
+        )
+    if bad := _CONTROL.search(label):
+        return f"label contains the control character {bad.group()!r}: remove it"
+    return None
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 def _cell(raw: object) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from node.data.identifiers import MAX_LABEL_CHARS
 from node.errors import InvalidInput
 
 __all__ = ["LABELS_PER_MESSAGE", "MAX_LABEL_CHARS", "LabelBook", "label_chunks"]
 
-MAX_LABEL_CHARS = 1000
 # Labels are at most 1,000 characters: 512 a message stays far below gRPC's 4 MiB cap.
 LABELS_PER_MESSAGE = 512
 
