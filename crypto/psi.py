@@ -171,6 +171,11 @@ class Initiator(_Party):
         return len(self._x_ab) == self.size * TAG_SIZE
 
     @property
+    def blinded_received(self) -> int:
+        """How many y_b have arrived so far."""
+        return self._y_b_received
+
+    @property
     def has_all_blinded(self) -> bool:
         """Whether every y_b the responder declared has arrived (tag(y_ba) may be pending)."""
         return self.peer_size is not None and self._y_b_received == self.peer_size

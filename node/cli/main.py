@@ -32,6 +32,7 @@ from typing import Any
 
 from crypto.errors import CryptoError
 from crypto.groups import SUITES
+from node.cli.progress import Bars, wanted
 from node.cli.tables import format_table
 from node.data import audit
 from node.data.ingest import IngestResult, ingest_file
@@ -41,11 +42,14 @@ from node.setup import pki
 from node.setup.config import (
     DEFAULT_MODES,
     MODES,
+    SERVING_LIMITS,
+    SETTABLE,
     NodeConfig,
     PeerPolicy,
     add_peer,
     check_address,
     check_agency,
+    with_option,
     write_config,
 )
 
@@ -146,6 +150,57 @@ def _cmd_init(args: argparse.Namespace) -> int:
             shutil.rmtree(node_dir, ignore_errors=True)
         raise
     print(f"created node {args.agency!r} in {node_dir} (listen {args.listen})")
+    return 0
+
+
+# -- config set / show -------------------------------------------------------------------------
+
+
+def _add_config(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("config", help="show or change the node's settings (node.toml)")
+    sub = p.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    keys = "\n".join(f"  {key:<20} {meaning}" for key, meaning in SETTABLE.items())
+    set_ = sub.add_parser(
+        "set",
+        help="change one setting, e.g. 'config set NODE_DIR date_order DMY' (audited)",
+        epilog=f"settable keys:\n{keys}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    set_.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    set_.add_argument("key", metavar="KEY", help="a key listed below")
+    set_.add_argument("value", metavar="VALUE", help="the new value ('' to unset a text key)")
+    set_.add_argument("--operator", help="who changes it (default: the OS user)")
+    set_.set_defaults(func=_cmd_config_set)
+    show = sub.add_parser("show", help="print the node's settings")
+    show.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    show.add_argument("--json", action="store_true", help="print the settings as JSON")
+    show.set_defaults(func=_cmd_config_show)
+
+
+def _cmd_config_set(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    updated = with_option(config, args.key, args.value)
+    before, after = getattr(config, args.key), getattr(updated, args.key)
+    key = audit.load_signing_key(config.audit_key)
+    with Store.open(config.store_path) as store, store.transaction() as conn:
+        fields = {"operator": _operator(args), "key": args.key, "before": before, "after": after}
+        audit.append(conn, key, "config.set", fields)
+        write_config(updated)  # inside the transaction: a failed write leaves no audit entry
+    print(f"{args.key}: {before!r} -> {after!r} in {config.config_path}")
+    if args.key in ("region", "date_order"):
+        print("applies to ingests from now on; lists already stored keep their elements")
+    elif args.key in SERVING_LIMITS or args.key == "screen_epoch_hours":
+        print("a running 'blindmatch serve' reads this at start: restart it to apply")
+    return 0
+
+
+def _cmd_config_show(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    settings = {k: v for k, v in config.to_toml().items() if k != "peers"}
+    if args.json:
+        _print_json(settings)
+    else:
+        print(format_table(["key", "value"], [[k, repr(v)] for k, v in settings.items()]))
     return 0
 
 
@@ -360,6 +415,7 @@ def _cmd_match(args: argparse.Namespace) -> int:
         from node.rpc.client import match
 
         node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        bars = Bars(f"{args.mode} with {args.peer}", enabled=wanted(args.json))
 
         async def session() -> MatchResult:
             try:
@@ -372,7 +428,7 @@ def _cmd_match(args: argparse.Namespace) -> int:
                     purpose=args.purpose,
                     operator=_operator(args),
                     timeout=args.timeout,
-                    progress=sys.stderr if sys.stderr.isatty() and not args.json else None,
+                    progress=bars,
                 )
             except asyncio.CancelledError:
                 # Ctrl-C (asyncio.run cancels this task): the session is recorded failed.
@@ -381,7 +437,8 @@ def _cmd_match(args: argparse.Namespace) -> int:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
-        result = asyncio.run(session())
+        with bars:
+            result = asyncio.run(session())
     finally:
         pool.shutdown(cancel_futures=True)
     if args.json:
@@ -475,6 +532,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[Subparsers], None]] = [
     _add_ca,
     _add_init,
+    _add_config,
     _add_peer,
     _add_ingest,
     _add_lists,

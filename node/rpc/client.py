@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any, TextIO
+from typing import Any
 
 import grpc
 
@@ -22,7 +22,7 @@ from node.rpc.status import error_from_rpc
 from node.rpc.wire import decode_responder, encode_fetch, encode_initiator, encode_screen
 from node.sessions.messages import Message
 from node.sessions.mutual_initiator import initiate_session
-from node.sessions.results import MatchResult
+from node.sessions.results import MatchResult, Progress
 from node.sessions.screen_initiator import run_screen
 from node.sessions.screen_responder import EncodedHeader
 from node.setup.config import NodeConfig
@@ -58,7 +58,7 @@ async def match(
     purpose: str,
     operator: str,
     timeout: float = 600.0,
-    progress: TextIO | None = None,
+    progress: Progress | None = None,
 ) -> MatchResult:
     """Runs one session (mutual, count or screen) with `peer` and records it."""
     policy = node.config.peer(peer)
@@ -67,7 +67,9 @@ async def match(
         stub = pb_grpc.MatchingStub(channel)
         if mode == "screen":
             transport = GrpcScreening(stub, peer, timeout, idle)
-            return await run_screen(node, transport, peer, list_name, peer_list, purpose, operator)
+            return await run_screen(
+                node, transport, peer, list_name, peer_list, purpose, operator, progress
+            )
         call = stub.Session(timeout=timeout)
         try:
             stream = _SessionStream(call, peer, idle)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from typing import TextIO, TypeVar
+from typing import TypeVar
 
 from crypto.errors import CryptoError
 from crypto.groups import get_suite
@@ -46,7 +46,7 @@ from node.sessions.messages import (
     Summary,
 )
 from node.sessions.records import SessionRecord, describe, hit_rows
-from node.sessions.results import MatchResult
+from node.sessions.results import MatchResult, Progress
 from node.setup.context import NodeContext
 
 __all__ = ["initiate_session"]
@@ -64,7 +64,7 @@ async def initiate_session(
     mode: str,
     purpose: str,
     operator: str,
-    progress: TextIO | None = None,
+    progress: Progress | None = None,
 ) -> MatchResult:
     """Runs one session of our `list_name` against `peer`'s `peer_list`; records and returns it."""
     policy = node.config.peer(peer)
@@ -193,7 +193,7 @@ class _Talk:
         self.peer_labels = LabelBook()
         self.labels_sent = 0
         self.summary: Summary | None = None
-        self.progress: TextIO | None = None
+        self.progress: Progress | None = None
         self._accepted = asyncio.Event()  # the hello reply is in: x_a can go
         self._all_blinded = asyncio.Event()  # every y_b read: the reveal can go
         self._all_evaluated = asyncio.Event()  # matches known: the labels can go
@@ -225,7 +225,8 @@ class _Talk:
         while chunk is not None:
             await stream.send(Blinded(chunk))
             sent += len(chunk) // 32
-            self._show(f"sent {sent:,}/{party.size:,}")
+            if self.progress:
+                self.progress("sent", sent, party.size)
             chunk = await asyncio.to_thread(next, chunks, None)
         if party.mode is Mode.MUTUAL:
             await self._all_blinded.wait()
@@ -253,7 +254,8 @@ class _Talk:
                 )
             elif isinstance(message, Blinded):
                 party.read_blinded(message.packed)
-                self._show(f"received {party._y_b_received:,}/{party.peer_size or 0:,}")
+                if self.progress:
+                    self.progress("received", party.blinded_received, party.peer_size)
             elif isinstance(message, Evaluated):
                 party.read_evaluated(message.packed)
             elif isinstance(message, Labels) and party.mode is Mode.MUTUAL:
@@ -276,8 +278,6 @@ class _Talk:
                 self._all_blinded.set()
             if self._all_blinded.is_set() and party.has_all_evaluated:
                 self._all_evaluated.set()
-        if self.progress:
-            self.progress.write("\n")
         if self.summary is None:
             raise PeerError(f"peer {self.peer} ended the session without a summary")
 
@@ -290,8 +290,3 @@ class _Talk:
                 f"max_set_size of {self.max_peer_size:,}; if that is expected, raise it with "
                 f"'blindmatch peer add NODE_DIR --agency {self.peer} ... --max-set-size N'"
             )
-
-    def _show(self, text: str) -> None:
-        if self.progress:
-            self.progress.write(f"\r{text}   ")
-            self.progress.flush()

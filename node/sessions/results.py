@@ -1,11 +1,15 @@
-"""What an initiator reports of a session (`match --json`, DESIGN §6)."""
+"""What an initiator reports of a session: as it runs (`Progress`), at its end (`match --json`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MatchResult"]
+__all__ = ["MatchResult", "Progress"]
+
+Progress = Callable[[str, int, int], None]
+"""Told (stage, done, total) as a session advances, e.g. ("sent", 20_000, 50_000)."""
 
 
 @dataclass

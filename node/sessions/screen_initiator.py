@@ -29,7 +29,7 @@ from node.policy import PROTOCOL_VERSION, FetchRequest, ScreenQuery, check_purpo
 from node.sessions.answering import Answering
 from node.sessions.blocking import settled, submit
 from node.sessions.records import SessionRecord, describe
-from node.sessions.results import MatchResult
+from node.sessions.results import MatchResult, Progress
 from node.sessions.screen_responder import SUITE, EncodedHeader, answer_fetch, answer_screen
 from node.setup.context import NodeContext
 
@@ -81,7 +81,11 @@ def own_list(node: NodeContext, list_name: str) -> OwnList:
 
 
 async def _fetch(
-    transport: ScreeningTransport, peer: str, list_name: str, purpose: str
+    transport: ScreeningTransport,
+    peer: str,
+    list_name: str,
+    purpose: str,
+    progress: Progress | None = None,
 ) -> tuple[EncodedHeader, list[tuple[bytes, list[bytes]]]]:
     """Downloads the encoded list, checking every chunk; raises PeerError on a malformed one."""
     header: EncodedHeader | None = None
@@ -97,6 +101,8 @@ async def _fetch(
         if entries > header.total:
             break
         chunks.append((tags, sealed))
+        if progress:
+            progress("fetched", entries, header.total)
     if header is None or entries != header.total:
         announced = header.total if header else 0
         raise PeerError(f"peer {peer} announced {announced:,} encoded entries but sent {entries:,}")
@@ -209,6 +215,7 @@ async def run_screen(
     peer_list: str,
     purpose: str,
     operator: str,
+    progress: Progress | None = None,
 ) -> MatchResult:
     """Screens our list against a peer's encoded list; records and returns a MatchResult."""
     node.config.peer(peer)  # a configured peer, or ConfigError saying how to add it
@@ -232,7 +239,7 @@ async def run_screen(
     async def fetch() -> CachedSet:
         nonlocal fetches
         fetches += 1
-        h, chunks = await _fetch(transport, peer, peer_list, purpose)
+        h, chunks = await _fetch(transport, peer, peer_list, purpose, progress)
         kind = h.list_kind or "watchlist"
         return await asyncio.to_thread(
             lambda: tables.replace_cached_set(

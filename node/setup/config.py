@@ -57,9 +57,11 @@ __all__ = [
     "MODES",
     "NodeConfig",
     "PeerPolicy",
+    "SETTABLE",
     "add_peer",
     "check_address",
     "check_agency",
+    "with_option",
     "write_config",
 ]
 
@@ -388,3 +390,40 @@ def add_peer(node_dir: str | os.PathLike[str], peer: PeerPolicy) -> NodeConfig:
     new = dataclasses.replace(config, peers=MappingProxyType(peers))
     write_config(new)
     return new
+
+
+SETTABLE: Mapping[str, str] = MappingProxyType(
+    {
+        "region": "default phone region for numbers without +CC (ISO 3166 alpha-2), or ''",
+        "date_order": "how to read slashed dates both ways valid: DMY, MDY, or '' to refuse them",
+        "suite": f"suite of the sessions this node initiates: {', '.join(sorted(SUITES))}",
+        "screen_epoch_hours": "screening key epochs rotate this often (1-87600)",
+        **{
+            name: f"serving limit, a whole number from {low} to {high}"
+            for name, (_, low, high) in SERVING_LIMITS.items()
+        },
+    }
+)
+"""Top-level node.toml keys `blindmatch config set` may change, with what each means."""
+
+
+def with_option(config: NodeConfig, key: str, value: str) -> NodeConfig:
+    """Returns `config` with one top-level key set from its text `value`; writes nothing.
+
+    The value is checked as `NodeConfig.load` would check it. Raises ConfigError
+    for a key that `config set` may not change or a value that is not usable.
+    """
+    if key not in SETTABLE:
+        hint = "; peers are changed with 'blindmatch peer add'" if key == "peers" else ""
+        raise ConfigError(
+            f"{key!r} cannot be set with 'config set'; settable keys: {', '.join(SETTABLE)}{hint}"
+        )
+    new: Any = value.strip()
+    if isinstance(getattr(config, key), int):
+        try:
+            new = int(new)
+        except ValueError:
+            raise ConfigError(f"{key} must be a whole number, got {value!r}") from None
+    elif key in ("region", "date_order"):
+        new = new.upper()
+    return dataclasses.replace(config, **{key: new})  # __post_init__ validates
