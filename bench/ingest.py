@@ -1,4 +1,4 @@
-"""Ingest throughput: a generated CSV of mixed identifier types through the real CLI (issue 3).
+"""Ingest throughput through the real CLI: a generated CSV, then the same content as exports.
 
 Generates BENCH_INGEST_ROWS (default 1,000,000) rows with `node.data.sample`, times
 `blindmatch ingest` on them in a throwaway node, and compares against the
@@ -6,6 +6,11 @@ floor: hashing every stored element into the group of both suites, at the
 rate measured on a sample of the same elements with every core hashing
 (`bench.common`). Everything above the floor is canonicalisation, CSV, pickling and
 SQLite.
+
+Then the same records written as agencies export them (`sample.write_export`):
+BENCH_INGEST_ROWS as a cp1252 semicolon CSV and BENCH_XLSX_ROWS (default 200,000)
+as .xlsx, each timed right after the same content as UTF-8 CSV, into a fresh list,
+so each ratio compares two runs a minute apart.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from pathlib import Path
 
 from bench.common import CORES, on_all_cores, print_table, stopwatch
 from node.data.identifiers import CanonContext, canonical_elements
-from node.data.sample import write_csv
+from node.data.sample import sample_records, write_csv, write_export
 
 __all__ = ["main"]
 
 ROWS = int(os.environ.get("BENCH_INGEST_ROWS", "1000000"))
+XLSX_ROWS = int(os.environ.get("BENCH_XLSX_ROWS", "200000"))
 _SAMPLE_ROWS = 5000
 _SUITES = ("ristretto255-sha512", "x25519-blake3")
 _CLI = [sys.executable, "-m", "node.cli"]
@@ -83,6 +89,46 @@ def main() -> None:
         f"({per_element * 1e6:.1f} µs an element with all {CORES} cores hashing); "
         "the time includes process start-up, canonicalisation, CSV and SQLite.",
         flush=True,
+    )
+    _exports()
+
+
+def _timed_ingest(node: Path, list_name: str, path: Path, *options: str) -> tuple[float, int]:
+    with stopwatch() as watch:
+        proc = _cli("ingest", node, "--list", list_name, path, "--json", *options)
+    return watch.seconds, int(json.loads(proc.stdout)["elements"])
+
+
+def _exports() -> None:
+    """Times each export format against the same records as a UTF-8 CSV, side by side."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="blindmatch-bench-exports-") as tmp:
+        root = Path(tmp)
+        _cli("ca", "init", root / "ca")
+        _cli(
+            "init", root / "node", "--agency", "bench-nl", "--listen", "127.0.0.1:50099",
+            "--ca", root / "ca", "--region", "NL",
+        )  # fmt: skip
+        for fmt, count, options in (
+            ("excel-csv", ROWS, ("--encoding", "cp1252")),
+            ("xlsx", XLSX_ROWS, ()),
+        ):
+            records = list(sample_records(count, seed=7, charset="cp1252"))
+            plain = write_export(root / f"{fmt}-same.csv", records, "csv")
+            export = write_export(
+                root / f"{fmt}.{'xlsx' if fmt == 'xlsx' else 'csv'}", records, fmt
+            )
+            del records
+            csv_seconds, csv_elements = _timed_ingest(root / "node", f"{fmt}-csv", plain)
+            seconds, elements = _timed_ingest(root / "node", fmt, export, *options)
+            assert elements == csv_elements, (fmt, elements, csv_elements)
+            rows.append(
+                [fmt, count, elements, csv_seconds, seconds, f"{seconds / csv_seconds:.2f}x"]
+            )
+    print_table(
+        "Ingest of the same records as exports, against the same content as UTF-8 CSV",
+        ["format", "rows", "elements", "UTF-8 CSV s", "export s", "ratio"],
+        rows,
     )
 
 

@@ -67,7 +67,8 @@ TARGET, GENERATOR, STALLING = "police-nl", "customs-nl", "stalling-nl"
 STALLED = "stalled"  # the locustfile's request name for a stalled stream
 # One-element identifier columns whose values do not collide in a few thousand
 # entities (plates and IMO numbers would), so a list of n rows holds n elements.
-_ONE_ELEMENT = ("passport", "phone", "email", "iban", "container", "awb")
+# Not passports: each yields two elements (passport and passport_number).
+_ONE_ELEMENT = ("phone", "email", "iban", "container", "awb")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -102,9 +103,7 @@ def _write_load_list(path: Path, skip: int, count: int, style_seed: int) -> Path
             kept += 1
             if kept <= skip:
                 continue
-            keep = {"ref", "label", column} | (
-                {"passport_country"} if column == "passport" else set()
-            )
+            keep = {"ref", "label", column}
             writer.writerow([row[c] if c in keep else "" for c in COLUMNS])
             if kept == skip + count:
                 break

@@ -45,7 +45,9 @@ __all__ = [
     "check_set_size",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+"""2: canonical forms v2 (identifiers.CANON_VERSION). A version 1 node makes other elements
+for the same names and documents, so the two refuse each other rather than silently miss."""
 MAX_PURPOSE_CHARS = 300
 SESSION_MODES = ("mutual", "count")
 MAX_SET_SIZE = 2**40  # far above any policy; bounds what a hello may declare at all

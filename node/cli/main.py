@@ -7,10 +7,11 @@ write both functions and append one line to `COMMANDS`.
 
 Exit codes: 0 success; 1 failure, with one line ``blindmatch: error: ...`` on
 stderr (`_fail` is the only place that turns `NodeError`/`CryptoError` into
-it); 2 usage, from argparse; 130 interrupted, after cleaning up. SIGTERM (a
-supervisor, `timeout`, `kill`) interrupts a command as Ctrl-C does, so a
-session it stops is recorded failed rather than left running; `serve` installs
-its own handling (drain, then stop).
+it); with ``--json``, the error is also printed on stdout as ``{"error": {"kind",
+"message"}}`` (a refused ingest adds it to its result); 2 usage, from argparse;
+130 interrupted, after cleaning up. SIGTERM (a supervisor, `timeout`, `kill`)
+interrupts a command as Ctrl-C does, so a session it stops is recorded failed
+rather than left running; `serve` installs its own handling (drain, then stop).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import getpass
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -35,6 +38,7 @@ from crypto.groups import SUITES
 from node.cli.progress import Bars, wanted
 from node.cli.tables import format_table
 from node.data import audit
+from node.data.identifiers import COLUMN_GUIDE
 from node.data.ingest import IngestResult, ingest_file
 from node.data.store import KINDS, Store
 from node.errors import ConfigError, IngestRejected, NodeError
@@ -82,10 +86,21 @@ def _operator(args: argparse.Namespace) -> str:
         return "unknown"
 
 
-def _fail(exc: Exception) -> int:
-    """Reports a NodeError or CryptoError as one line on stderr; returns exit code 1."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+def _message(exc: Exception) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _json_error(exc: Exception) -> dict[str, Any]:
+    """`{"error": {"kind", "message"}}` (DESIGN §6); the kind is the error class, snake_case."""
+    kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+    return {"error": {"kind": kind, "message": _message(exc)}}
+
+
+def _fail(exc: Exception, as_json: bool) -> int:
+    """Reports a NodeError or CryptoError as one line on stderr (and JSON on stdout); returns 1."""
+    print(f"{PROG}: error: {_message(exc)}", file=sys.stderr)
+    if as_json and not isinstance(exc, IngestRejected):  # that one printed its result already
+        _print_json(_json_error(exc))
     return 1
 
 
@@ -257,21 +272,41 @@ def _cmd_peer_add(args: argparse.Namespace) -> int:
 
 
 def _add_ingest(subparsers: Subparsers) -> None:
-    p = subparsers.add_parser("ingest", help="load a CSV or JSON Lines list into the store")
+    p = subparsers.add_parser(
+        "ingest",
+        help="load a list from CSV, JSON Lines, a JSON array or .xlsx into the store",
+        description="Load a list into the store in one transaction; a failed one stores nothing.",
+        epilog=f"columns (also 'blindmatch columns'):\n{_column_guide()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
     p.add_argument("--list", required=True, metavar="NAME", dest="list_name")
     p.add_argument("--kind", choices=KINDS, help="list kind (new lists: watchlist)")
     p.add_argument("file", metavar="FILE", type=Path)
     p.add_argument("--replace", action="store_true", help="replace the list's content")
     p.add_argument("--strict", action="store_true", help="store nothing if anything is rejected")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept an ingest that stores no record (or, with --replace, empties the list)",
+    )
+    p.add_argument(
+        "--delimiter", metavar="C", help="CSV delimiter: ',', ';', 'tab' (default: sniffed)"
+    )
+    p.add_argument(
+        "--encoding",
+        metavar="E",
+        help="text encoding, e.g. cp1252 (default: UTF-8, or UTF-16/32 by byte-order mark)",
+    )
+    p.add_argument("--sheet", metavar="NAME", help=".xlsx: the sheet to read (default: the first)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--operator", default="", help="who runs the ingest (for the audit log)")
     p.set_defaults(func=_cmd_ingest)
 
 
-def _print_ingest(result: IngestResult, as_json: bool) -> None:
-    if as_json:
-        _print_json(result.to_json())
+def _print_ingest(result: IngestResult, as_json: bool, error: Exception | None = None) -> None:
+    if as_json:  # a refused ingest: its rejections and the error in one JSON document
+        _print_json({**result.to_json(), **(_json_error(error) if error else {})})
         return
     verb = "replaced" if result.replaced else "stored"
     if not result.stored:
@@ -290,7 +325,10 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)
     operator = _operator(args)
-    with Store.open(config.store_path) as store:
+    with (
+        Store.open(config.store_path) as store,
+        Bars(args.list_name, enabled=wanted(args.json)) as bars,
+    ):
         try:
             result = ingest_file(
                 store,
@@ -301,14 +339,47 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 kind=args.kind,
                 replace=args.replace,
                 strict=args.strict,
+                allow_empty=args.allow_empty,
+                delimiter=args.delimiter,
+                encoding=args.encoding,
+                sheet=args.sheet,
                 operator=operator,
+                on_progress=lambda done, rows: bars.fraction("read", done, f"{rows:,} rows"),
             )
         except IngestRejected as exc:
             if isinstance(exc.result, IngestResult):
                 exc.result.records = exc.result.elements = 0
-                _print_ingest(exc.result, args.json)
+                _print_ingest(exc.result, args.json, error=exc)
             raise
     _print_ingest(result, args.json)
+    return 0
+
+
+# -- columns ------------------------------------------------------------------------------------
+
+
+def _column_guide() -> str:
+    """Every input column: its name, then what it accepts wrapped beside it, and an example."""
+    lines = []
+    for c in COLUMN_GUIDE:
+        text = textwrap.wrap(c.format, 70) + [f"e.g. {c.example}"]
+        lines += [f"  {c.column if i == 0 else '':<18}{line}" for i, line in enumerate(text)]
+    return "\n".join(lines)
+
+
+def _add_columns(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("columns", help="list the columns an input file may have")
+    p.add_argument("--json", action="store_true", help="print the columns as JSON")
+    p.set_defaults(func=_cmd_columns)
+
+
+def _cmd_columns(args: argparse.Namespace) -> int:
+    if args.json:
+        _print_json(
+            [{"column": c.column, "format": c.format, "example": c.example} for c in COLUMN_GUIDE]
+        )
+    else:
+        print(_column_guide())
     return 0
 
 
@@ -334,6 +405,12 @@ def _cmd_lists(args: argparse.Namespace) -> int:
         header = ["list", "kind", "records", "elements", "version", "updated"]
         rows = [[i.name, i.kind, i.records, i.elements, i.version, i.updated_at] for i in lists]
         print(format_table(header, rows))
+        for info in (i for i in lists if i.stale):
+            print(
+                f"list {info.name} was stored by an older blindmatch and cannot be matched: "
+                f"load it again with 'blindmatch ingest {args.node_dir} --list {info.name} "
+                "--replace FILE'"
+            )
     return 0
 
 
@@ -535,6 +612,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     _add_config,
     _add_peer,
     _add_ingest,
+    _add_columns,
     _add_lists,
     _add_serve,
     _add_match,
@@ -585,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except (NodeError, CryptoError) as exc:
-        return _fail(exc)
+        return _fail(exc, bool(getattr(args, "json", False)))
     except KeyboardInterrupt:
         print(
             f"{PROG}: error: interrupted; an interrupted session is recorded as failed, an "

@@ -1,4 +1,4 @@
-"""Identifiers: raw values in, canonical forms and elements out (DESIGN §2).
+"""Identifiers: raw values in, canonical forms and elements out (DESIGN §2, docs/IDENTIFIERS.md).
 
 Every identifier is canonicalised by its type and encoded as an element::
 
@@ -9,46 +9,68 @@ of one type never matches a value of another. Canonicalisation is strict: a
 value that fails its format or check digit raises `InvalidIdentifier` saying
 what is wrong and how to fix it; it is never "fixed" into another value.
 Separators people really write (spaces, dashes, dots, slashes, underscores)
-are ignored wherever the table says "compact".
+are ignored wherever the table says "compact". `CANON_VERSION` names this
+set of canonical forms; it is bumped whenever any of them changes.
 
-=============  ====================================  ======================================
-type           canonical form                        accepted input and checks
-=============  ====================================  ======================================
-passport       ``[CCC:]NUMBER``                      compact, A-Z 0-9, 5-20 chars; country
+==================  ===============================  ======================================
+type                canonical form                   accepted input and checks
+==================  ===============================  ======================================
+passport            ``CCC:NUMBER``                   compact, A-Z 0-9, 5-20 chars; country
                                                      from ``passport_country`` or inline
-national_id    ``[CCC:]NUMBER``                      as passport; country inline only
-person         ``tokens|YYYY-MM-DD``                 columns ``name`` + ``dob``; see below
-person_year    ``tokens|YYYY``                       derived from the same two columns
-phone          E.164 ``+442079460958``               ``phonenumbers``, region from context
-email          trimmed, lower-case                   one ``@``, local part, dotted domain
-iban           compact upper-case                    ``stdnum.iban``: mod 97 + country layout
-imo            7 digits                              ``stdnum.imo``; "IMO" prefix allowed
-container      11 chars ``CSQU3054383``              ``stdnum.iso6346`` check digit
-vin            17 chars, no I/O/Q                    check digit where mandatory (below)
-lei            20 chars                              ``stdnum.lei`` (ISO 17442 mod 97)
-company        ``name tokens|CCC``                   input ``NAME|CCC``; legal form dropped
-plate          ``CCC:PLATE``                         input ``CCC:PLATE``; letters + digits
-awb            11 digits                             serial's 8th digit = first 7 mod 7
-bol            compact upper-case, <= 35 chars       A-Z 0-9
-firearm        ``MAKE|SERIAL``                       input ``MAKE|SERIAL``; A-Z 0-9 each
-cites_permit   compact upper-case, <= 35 chars       A-Z 0-9
-case_ref       compact upper-case, <= 64 chars       A-Z 0-9
-=============  ====================================  ======================================
+passport_number     ``NUMBER``                       weaker: every passport, country dropped
+national_id         ``CCC:NUMBER``                   as passport; country inline only
+national_id_number  ``NUMBER``                       weaker: every national ID, no country
+person              ``tokens|YYYY-MM-DD``            columns ``name`` + ``dob``; see below
+person_year         ``tokens|YYYY``                  weaker: derived from the same columns
+phone               E.164 ``+442079460958``          ``phonenumbers``, region from context
+email               trimmed, lower-case              one ``@``, local part, dotted domain
+iban                compact upper-case               ``stdnum.iban``: mod 97 + country layout
+imo                 7 digits                         ``stdnum.imo``; "IMO" prefix allowed
+container           11 chars ``CSQU3054383``         ``stdnum.iso6346`` check digit
+vin                 17 chars, no I/O/Q               check digit where mandatory (below)
+lei                 20 chars                         ``stdnum.lei`` (ISO 17442 mod 97)
+company             ``name tokens|CCC``              input ``NAME|CCC``; legal form dropped
+plate               ``CCC:PLATE``                    input ``CCC:PLATE``; letters + digits
+awb                 11 digits                        serial's 8th digit = first 7 mod 7
+bol                 compact upper-case, <= 35 chars  A-Z 0-9
+firearm             ``MAKE|SERIAL``                  input ``MAKE|SERIAL``; A-Z 0-9 each
+cites_permit        compact upper-case, <= 35 chars  A-Z 0-9
+case_ref            compact upper-case, <= 64 chars  A-Z 0-9
+==================  ===============================  ======================================
 
-Countries (``CCC``) are ISO 3166-1 alpha-3, upper-case, everywhere; ``D``, the
-ICAO 9303 code for Germany printed in German passports, is read as ``DEU``.
-Two-letter codes are rejected with a hint rather than converted, because no
-reliable alpha-2 table ships with the node's dependencies. A passport or
-national ID without a country still matches only the same bare number.
+Weaker elements (`WEAKER_ELEMENTS`) back up a stronger one: a passport held
+with its country yields ``passport`` and ``passport_number``, one held without
+yields only ``passport_number``, so the two lists still meet on the number;
+a hit on a weaker element says less and is reported as such.
 
-Persons: the name is transliterated (unidecode), case-folded, apostrophes
-dropped, other punctuation turned into spaces, and the tokens sorted, so
-"José Álvarez-Núñez" and "ALVAREZ NUNEZ, Jose" agree. Dates of birth are
-``YYYY-MM-DD``, ``YYYYMMDD`` or ``DD.MM.YYYY``; ``DD/MM/YYYY`` and
-``MM/DD/YYYY`` (also with dashes) only when `CanonContext.date_order` says
-which; a date that does not exist or lies in the future is rejected. A name
-without a date of birth, or a date without a name, is rejected: it would
-match strangers.
+Countries (``CCC``, in passport, passport_country, national_id, company and
+plate) are read case-insensitively from ISO 3166-1 alpha-3 or alpha-2 (via
+pycountry; alpha-2 becomes alpha-3), the ISO codes exceptionally reserved for
+the UK and Greece (UK, EL) and the EU (EU -> EUE), XK (Kosovo -> RKS), ``D``
+(Germany in ICAO 9303 -> DEU), and the ICAO 9303 codes that are not ISO
+(``ICAO_COUNTRY_CODES``: GBD, UNO, XXA ... kept as they are). Any other code
+is rejected, with the country meant when its name or letters point to one.
+
+Persons: the name is NFC-normalised and transliterated: Greek by ELOT 743 (as
+Greek passports print names, with its ου/αυ/ευ/γγ rules); Cyrillic and the
+Latin letters ICAO 9303 writes with two letters (Ä Å Æ Ö Ø Œ Ü ß Þ) by the
+ICAO 9303 tables, except that a name with a letter only Serbian or Macedonian
+has (Ђ Ј Љ Њ Ћ Џ Ѓ Ќ Ѕ) takes their Latin Z H C C S for Ж Х Ц Ч Ш; the rest by
+unidecode. It is then case-folded, apostrophes dropped, other punctuation
+turned into spaces, and each token folded so the ICAO, national and plain
+writings agree: y becomes i, XX after N or a vowel is dropped (ICAO's NXX for
+Ñ, UXX for Ü), and in each run of vowels ie, ae, oe, ue become e, a, o, u and
+aa, ii become a, i until nothing changes. The tokens are sorted: "MÜLLER,
+Hans", "Hans Mueller" and "hans muller" agree, as do "Юрий Гагарин", "Iurii
+Gagarin" and "Yuriy Gagarin".
+
+Dates of birth are ``YYYY-MM-DD``, ``YYYYMMDD`` or ``DD.MM.YYYY``;
+``DD/MM/YYYY`` and ``MM/DD/YYYY`` (also with dashes) are read when only one
+reading is a date or both are the same date, or else by
+`CanonContext.date_order` (a date valid only in the other order is rejected,
+never re-read); a date that does not exist or lies in the future is rejected.
+A name without a date of birth, or a date without a name, is rejected: it
+would match strangers.
 
 VIN check digit (position 9) is verified only for North American WMIs (first
 character 1-5, or 7 followed by F-Z or a digit, per 49 CFR 565); elsewhere it
@@ -61,12 +83,15 @@ trailing legal forms (``_LEGAL_FORMS``) removed while a token remains.
 Plates keep non-ASCII letters (German district codes such as TÖL) rather
 than transliterate them; the separators between district code and letters
 are not kept, so "B-MW 1234" and "BM-W 1234" share ``DEU:BMW1234``.
+
+`COLUMN_GUIDE` says, for every input column, what it accepts, with an example.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import re
 import unicodedata
 from abc import ABC, abstractmethod
@@ -76,6 +101,7 @@ from types import MappingProxyType
 from typing import ClassVar, Literal, NamedTuple, NoReturn
 
 import phonenumbers
+import pycountry
 from stdnum import iban as stdnum_iban
 from stdnum import imo as stdnum_imo
 from stdnum import iso6346 as stdnum_iso6346
@@ -86,17 +112,22 @@ from unidecode import unidecode
 from node.errors import ConfigError, InvalidIdentifier, InvalidInput
 
 __all__ = [
+    "CANON_VERSION",
+    "COLUMN_GUIDE",
     "ELEMENT_PREFIX",
     "ELEMENT_TYPES",
-    "MAX_LABEL_CHARS",
+    "ICAO_COUNTRY_CODES",
     "IDENTIFIER_TYPES",
+    "MAX_LABEL_CHARS",
     "PASSPORT",
     "PERSON",
+    "WEAKER_ELEMENTS",
     "AirWaybill",
     "BillOfLading",
     "CanonContext",
     "CaseRef",
     "CitesPermit",
+    "ColumnHelp",
     "Company",
     "Container",
     "Email",
@@ -121,6 +152,14 @@ __all__ = [
 
 ELEMENT_PREFIX = b"blindmatch/v1\x00"
 
+CANON_VERSION = 2
+"""Version of the canonical forms; an element made under another version may differ.
+
+Bump whenever any canonical form changes (a fold, a country code, a date rule), so lists
+ingested by an older version can be flagged for re-ingest. 1: first forms; 2: ICAO name fold,
+alpha-2 and ICAO country codes, passport_number and national_id_number.
+"""
+
 DateOrder = Literal["DMY", "MDY"]
 
 
@@ -131,7 +170,7 @@ class CanonContext:
     region: str | None = None
     """Default phone region (ISO 3166 alpha-2, e.g. "GB") for numbers written without +CC."""
     date_order: DateOrder | None = None
-    """How to read slashed dates of birth; None rejects them as ambiguous."""
+    """How to read slashed dates of birth; None reads one only when a single reading is a date."""
     today: dt.date | None = None
     """The date a date of birth may not exceed; None means the current date."""
 
@@ -174,20 +213,106 @@ def _compact(value: str) -> str:
     return _SEPARATORS.sub("", value)
 
 
-def _country(type: str, value: str) -> str:
-    """Return an ISO 3166 alpha-3 country code, upper-case, or raise InvalidIdentifier."""
-    code = value.strip()
-    if re.fullmatch(r"[A-Za-z]{3}", code):
-        return code.upper()
-    if code in ("D", "d"):
-        return "DEU"
-    if re.fullmatch(r"[A-Za-z]{2}", code):
-        reason = (
-            f"country {code!r} is ISO 3166 alpha-2; write the alpha-3 code (e.g. GBR, DEU, FRA)"
+ICAO_COUNTRY_CODES: Mapping[str, str] = MappingProxyType(
+    {
+        "GBD": "British Overseas Territories Citizen",
+        "GBN": "British National (Overseas)",
+        "GBO": "British Overseas Citizen",
+        "GBP": "British Protected Person",
+        "GBS": "British Subject",
+        "UNO": "United Nations Organization or one of its officials",
+        "UNA": "specialized agency of the United Nations or one of its officials",
+        "UNK": "resident of Kosovo with a travel document issued by UNMIK",
+        "XXA": "stateless person (1954 Convention)",
+        "XXB": "refugee (1951 Convention and 1967 Protocol)",
+        "XXC": "refugee other than under XXB",
+        "XXX": "person of unspecified nationality",
+        "EUE": "European Union (laissez-passer)",
+        "RKS": "Kosovo (passports of the Republic of Kosovo)",
+        "XOM": "Sovereign Military Order of Malta",
+        "XBA": "African Development Bank",
+        "XIM": "African Export-Import Bank",
+        "XCC": "Caribbean Community (CARICOM)",
+        "XCE": "Council of Europe",
+        "XCO": "Common Market for Eastern and Southern Africa (COMESA)",
+        "XEC": "Economic Community of West African States (ECOWAS)",
+        "XPO": "International Criminal Police Organization (INTERPOL)",
+        "XES": "Organisation of Eastern Caribbean States (OECS)",
+        "XMP": "Parliamentary Assembly of the Mediterranean",
+        "XDC": "Southern African Development Community (SADC)",
+    }
+)
+"""Codes ICAO 9303 uses for nationality or issuing authority that ISO 3166 does not assign."""
+
+_COUNTRY_ALIASES = {"D": "DEU", "UK": "GBR", "EL": "GRC", "EU": "EUE", "XK": "RKS"}
+"""D: Germany in ICAO 9303; UK, EL, EU: ISO 3166 exceptionally reserved; XK: Kosovo (user code)."""
+
+
+def _country_tables() -> tuple[dict[str, str], dict[str, str]]:
+    """Return code (alpha-3, alpha-2, ICAO, alias) -> alpha-3, and alpha-3 -> name."""
+    codes: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for country in pycountry.countries:
+        codes[country.alpha_3] = codes[country.alpha_2] = country.alpha_3
+        names[country.alpha_3] = getattr(country, "common_name", None) or country.name
+    for code, meaning in ICAO_COUNTRY_CODES.items():
+        codes[code], names[code] = code, meaning
+    for alias, code in _COUNTRY_ALIASES.items():
+        codes[alias] = code
+    return codes, names
+
+
+_COUNTRIES, _COUNTRY_NAMES = _country_tables()
+
+
+@functools.cache
+def _country_hints() -> dict[str, list[str]]:
+    """Return the codes a wrong code may mean: by a name's first letters, by the same letters."""
+    hints: dict[str, list[str]] = {}
+    for country in pycountry.countries:
+        for name in {country.name, _COUNTRY_NAMES[country.alpha_3]}:
+            letters = re.sub(r"[^a-z]", "", unidecode(name).lower())[:3]
+            hints.setdefault(letters, []).append(country.alpha_3)
+    for code in _COUNTRY_NAMES:
+        hints.setdefault("".join(sorted(code)), []).append(code)
+    return hints
+
+
+def _country_problem(code: str) -> str:
+    """Return why `code` is not a country code, naming the codes meant where they are clear."""
+    if not code:
+        return "country is empty: write an ISO 3166 code such as NLD or NL"
+    shown, upper = repr(code), code.upper()
+    if not re.fullmatch(r"[A-Z]{1,3}", upper):
+        return (
+            f"country {shown} is not a country code: write ISO 3166 alpha-3 (NLD) or alpha-2 (NL)"
         )
-    else:
-        reason = f"country {code!r} is not an ISO 3166 alpha-3 code such as GBR, DEU or FRA"
-    raise InvalidIdentifier(type, reason)
+    if len(upper) == 1:
+        return (
+            f"country {shown} is not a country code: of one-letter codes only D (Germany, as "
+            "ICAO 9303 writes it) is read; write ISO 3166 alpha-3 (NLD) or alpha-2 (NL)"
+        )
+    if len(upper) == 2:
+        return f"country {shown} is not an ISO 3166 alpha-2 code such as NL, GB or DE"
+    by_name = _country_hints().get(upper.lower(), [])
+    by_letters = _country_hints().get("".join(sorted(upper)), [])
+    meant = list(dict.fromkeys(by_name + by_letters))[:3]
+    if not meant:
+        return (
+            f"country {shown} is neither an ISO 3166 nor an ICAO 9303 code: write an ISO 3166 "
+            "alpha-3 code such as NLD, GBR or DEU"
+        )
+    options = [f"{c} ({_COUNTRY_NAMES[c]})" for c in meant]
+    listed = options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
+    return f"country {shown} is neither an ISO 3166 nor an ICAO 9303 code: did you mean {listed}?"
+
+
+def _country(type: str, value: str) -> str:
+    """Return the alpha-3 (or ICAO 9303) code of a country code, or raise InvalidIdentifier."""
+    code = value.strip()
+    if (alpha_3 := _COUNTRIES.get(code.upper().rstrip("<"))) is not None:
+        return alpha_3
+    raise InvalidIdentifier(type, _country_problem(code))
 
 
 class IdentifierType(ABC):
@@ -265,13 +390,114 @@ class NationalId(_Document):
 
 # -- person --------------------------------------------------------------------------------------
 
+_ICAO_LATIN = {"Ä": "AE", "Å": "AA", "Æ": "AE", "Ö": "OE", "Ø": "OE", "Œ": "OE", "Ü": "UE",
+               "ß": "SS", "ẞ": "SS", "Þ": "TH"}  # fmt: skip
+"""ICAO 9303 Part 3 section 6: the Latin letters written with two letters (others: unidecode)."""
+_ICAO_CYRILLIC = {
+    "А": "A", "Б": "B", "В": "V", "Г": "G", "Ґ": "G", "Д": "D", "Ѓ": "G", "Ђ": "D", "Е": "E",
+    "Ё": "E", "Є": "IE", "Ж": "ZH", "З": "Z", "Ѕ": "DZ", "И": "I", "І": "I", "Ї": "I", "Й": "I",
+    "Ј": "J", "К": "K", "Л": "L", "Љ": "LJ", "М": "M", "Н": "N", "Њ": "NJ", "О": "O", "П": "P",
+    "Р": "R", "С": "S", "Т": "T", "Ћ": "C", "Ќ": "K", "У": "U", "Ў": "U", "Ф": "F", "Х": "KH",
+    "Ц": "TS", "Ч": "CH", "Џ": "DZ", "Ш": "SH", "Щ": "SHCH", "Ъ": "IE", "Ы": "Y", "Ь": "",
+    "Э": "E", "Ю": "IU", "Я": "IA",
+}  # fmt: skip
+"""ICAO 9303 Part 3 section 6: Cyrillic."""
+_ELOT_GREEK = {
+    "Α": "A", "Β": "V", "Γ": "G", "Δ": "D", "Ε": "E", "Ζ": "Z", "Η": "I", "Θ": "TH", "Ι": "I",
+    "Κ": "K", "Λ": "L", "Μ": "M", "Ν": "N", "Ξ": "X", "Ο": "O", "Π": "P", "Ρ": "R", "Σ": "S",
+    "Τ": "T", "Υ": "Y", "Φ": "F", "Χ": "CH", "Ψ": "PS", "Ω": "O",
+}  # fmt: skip
+"""ELOT 743 (as Greek passports print names): letters; digraphs are `_elot_digraphs`."""
+
+
+def _accented_letters() -> dict[str, list[tuple[str, str]]]:
+    """Return base letter -> (letter, its marks) for the accented Greek and Cyrillic letters."""
+    accented: dict[str, list[tuple[str, str]]] = {}
+    for code in (*range(0x0370, 0x0530), *range(0x1F00, 0x2000)):  # Greek, Cyrillic, polytonic
+        nfd = unicodedata.normalize("NFD", chr(code))
+        if len(nfd) > 1:
+            accented.setdefault(nfd[0], []).append((chr(code), nfd[1:]))
+    return accented
+
+
+_ACCENTED = _accented_letters()
+
+
+def _script_letters(bases: str, *, diaeresis: bool = True) -> str:
+    """Return `bases` and every Greek or Cyrillic letter that is one of them with accents."""
+    return bases + "".join(
+        letter
+        for base in bases
+        for letter, marks in _ACCENTED.get(base, [])
+        if diaeresis or "\u0308" not in marks
+    )
+
+
+def _transliteration() -> dict[int, str]:
+    """Return the str.translate table of the ICAO and ELOT letters, any case, any accent."""
+    letters: dict[str, str] = {}
+    for table in (_ICAO_LATIN, _ICAO_CYRILLIC, _ELOT_GREEK):
+        for upper, latin in table.items():
+            letters[upper], letters[upper.lower()] = latin, latin.lower()
+    letters["ς"] = "s"
+    for base, latin in list(letters.items()):
+        for accented in _script_letters(base):
+            letters.setdefault(accented, latin)  # Ѐ, ά, ῆ ...: as the base letter
+    return str.maketrans(letters)
+
+
+_TRANSLITERATION = _transliteration()
+_TABLE_LETTERS = re.compile(f"[{re.escape(''.join(sorted(map(chr, _TRANSLITERATION))))}]")
+_SOUTH_SLAVIC_LATIN = {"Ж": "Z", "Х": "H", "Ц": "C", "Ч": "C", "Ш": "S"}
+_SOUTH_SLAVIC = _TRANSLITERATION | str.maketrans(
+    _SOUTH_SLAVIC_LATIN | {k.lower(): v.lower() for k, v in _SOUTH_SLAVIC_LATIN.items()}
+)
+"""Serbian and Macedonian Cyrillic as their Latin alphabets write it (Ž, H, C, Č, Š)."""
+_SOUTH_SLAVIC_ONLY = re.compile("[ЂЈЉЊЋЏЃЌЅђјљњћџѓќѕ]")  # letters no other Cyrillic alphabet has
+_GREEK = re.compile("[\u0370-\u03ff\u1f00-\u1fff]")
+_GREEK_U = _script_letters("Υυ", diaeresis=False)  # υ that is not a separate vowel (ϋ)
+_ELOT_OU = re.compile(f"[{_script_letters('Οο')}][{_GREEK_U}]")
+_ELOT_U_AFTER = f"(?<=[{_script_letters('ΑαΕεΗη')}])[{_GREEK_U}]"
+_ELOT_UF = re.compile(_ELOT_U_AFTER + r"(?:(?=[θκξπστςφχψΘΚΞΠΣΤΦΧΨ])|(?![^\W\d_]))")
+_ELOT_UV = re.compile(_ELOT_U_AFTER)
+_ELOT_NASAL_G = re.compile("[Γγ](?=[ΓγΞξΧχ])")
+
+
+def _elot_digraphs(name: str) -> str:
+    """Write the ELOT 743 digraphs of Greek text in Latin: ου ou, αυ/ευ/ηυ av/af..., γγ ng."""
+    name = _ELOT_OU.sub("ou", name)
+    name = _ELOT_UV.sub("v", _ELOT_UF.sub("f", name))  # f before a voiceless letter or at the end
+    return _ELOT_NASAL_G.sub("n", name)  # γγ ng, γξ nx, γχ nch
+
+
 _APOSTROPHES = re.compile(r"['`]")
 _NON_TOKEN = re.compile(r"[^a-z0-9]+")
+_ICAO_XX = re.compile(r"(?<=[aeioun])(?:xx)+")  # ICAO's NXX for Ñ, UXX for Ü (also UEXX)
+_VOWEL_RUN = re.compile(r"[aeiou]{2,}")
+_DOUBLED_AI = re.compile(r"([ai])\1+")
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_vowels(run: str) -> str:
+    """Return a run of vowels with ie, ae, oe, ue, aa, ii folded to e, a, o, u, a, i, repeatedly."""
+    while True:
+        folded = run.replace("ie", "e").replace("ae", "a").replace("oe", "o").replace("ue", "u")
+        folded = _DOUBLED_AI.sub(r"\1", folded)
+        if folded == run:
+            return run
+        run = folded
+
+
+def _fold_vowel_run(match: re.Match[str]) -> str:
+    return _fold_vowels(match[0])
+
+
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _COMPACT_DATE = re.compile(r"([0-9]{4})([0-9]{2})([0-9]{2})")
 _DOTTED_DATE = re.compile(r"([0-9]{1,2})\.([0-9]{1,2})\.([0-9]{4})")
 _SLASHED_DATE = re.compile(r"([0-9]{1,2})([/-])([0-9]{1,2})\2([0-9]{4})")
 _SHORT_YEAR = re.compile(r"[0-9]{1,2}([./-])[0-9]{1,2}\1[0-9]{2}")
+_DATE_ORDER_HINT = "blindmatch config set NODE_DIR date_order DMY"
 
 
 def _date(year: int, month: int, day: int) -> dt.date | None:
@@ -287,9 +513,21 @@ class Person:
     name = "person"
 
     def canonical_name(self, name: str) -> str:
-        """Return the sorted, transliterated, case-folded name tokens joined by single spaces."""
-        folded = _APOSTROPHES.sub("", unidecode(name).casefold())
-        tokens = _NON_TOKEN.sub(" ", folded).split()
+        """Return the transliterated, case-folded, ICAO-folded name tokens, sorted, space-joined."""
+        latin = name
+        if not latin.isascii():
+            latin = unicodedata.normalize("NFC", latin)
+            if _TABLE_LETTERS.search(latin):
+                if _GREEK.search(latin):
+                    latin = _elot_digraphs(latin)
+                table = _SOUTH_SLAVIC if _SOUTH_SLAVIC_ONLY.search(latin) else _TRANSLITERATION
+                latin = latin.translate(table)
+            if not latin.isascii():
+                latin = unidecode(latin)
+        folded = _NON_TOKEN.sub(" ", _APOSTROPHES.sub("", latin.lower())).replace("y", "i")
+        if "xx" in folded:
+            folded = _ICAO_XX.sub("", folded)
+        tokens = _VOWEL_RUN.sub(_fold_vowel_run, folded).split()
         if not tokens:
             raise InvalidIdentifier(self.name, f"name {name!r} has no letters or digits")
         return " ".join(sorted(tokens))
@@ -302,10 +540,7 @@ class Person:
         elif m := _DOTTED_DATE.fullmatch(dob):
             born = _date(int(m[3]), int(m[2]), int(m[1]))
         elif m := _SLASHED_DATE.fullmatch(dob):
-            a, b, year = int(m[1]), int(m[3]), int(m[4])
-            if context.date_order is None:
-                self._ambiguous(dob, a, b, year)
-            born = _date(year, b, a) if context.date_order == "DMY" else _date(year, a, b)
+            born = self._slashed(dob, int(m[1]), int(m[3]), int(m[4]), context.date_order)
         elif _SHORT_YEAR.fullmatch(dob):
             raise InvalidIdentifier(
                 self.name, f"date {dob} has a two-digit year: write the full date as YYYY-MM-DD"
@@ -322,17 +557,31 @@ class Person:
             raise InvalidIdentifier(self.name, f"date of birth {dob} is in the future")
         return born
 
-    def _ambiguous(self, dob: str, a: int, b: int, year: int) -> NoReturn:
+    def _slashed(self, dob: str, a: int, b: int, year: int, order: DateOrder | None) -> dt.date:
+        """Read a/b/year: in `order`, or when only one reading is a date (or both are the same)."""
         day_first, month_first = _date(year, b, a), _date(year, a, b)
-        if day_first and month_first and day_first != month_first:
-            options = f"{day_first} (day first) or {month_first} (month first)"
-        elif day_first or month_first:
-            options = str(day_first or month_first)
+        if order is None:
+            if day_first and month_first and day_first != month_first:
+                raise InvalidIdentifier(
+                    self.name,
+                    f"date {dob} is ambiguous: write {day_first} (day first) or {month_first} "
+                    f"(month first), or set the node's date order with {_DATE_ORDER_HINT} "
+                    "(or MDY)",
+                )
+            born = day_first or month_first
         else:
+            born, other = (day_first, month_first) if order == "DMY" else (month_first, day_first)
+            if born is None and other is not None:
+                read, other_read = ("day", "month") if order == "DMY" else ("month", "day")
+                raise InvalidIdentifier(
+                    self.name,
+                    f"date {dob} does not exist when read {read} first (date_order is {order}); "
+                    f"read {other_read} first it would be {other}: check the value and the "
+                    "node's date_order",
+                )
+        if born is None:
             raise InvalidIdentifier(self.name, f"date {dob} does not exist: check day and month")
-        raise InvalidIdentifier(
-            self.name, f"date {dob} is ambiguous: write {options}, or set date_order in node.toml"
-        )
+        return born
 
     def canonical(self, name: str, dob: str, context: CanonContext) -> tuple[str, str]:
         """Return the canonical values of the person and person_year elements."""
@@ -377,7 +626,7 @@ class Phone(IdentifierType):
                 if context.region is None and not value.lstrip().startswith("+"):
                     self.fail(
                         f"phone number {value!r} has no country code: write it as +CC..., "
-                        "or set region in node.toml"
+                        "or set the node's region: 'blindmatch config set NODE_DIR region NL'"
                     )
                 self.fail(f"phone number {value!r} has an unknown country calling code")
             self.fail(f"phone number {value!r} {_PARSE_REASONS.get(exc.error_type, 'is invalid')}")
@@ -767,14 +1016,87 @@ IDENTIFIER_TYPES: Mapping[str, IdentifierType] = MappingProxyType(
 )
 """Single-column identifier types by name; each column of that name holds values of that type."""
 
-ELEMENT_TYPES = frozenset(IDENTIFIER_TYPES) | {"person", "person_year"}
+MAX_LABEL_CHARS = 1000
+"""The longest label a record may carry; a peer refuses a longer one."""
+
+
+WEAKER_ELEMENTS: Mapping[str, str] = MappingProxyType(
+    {"person_year": "person", "passport_number": "passport", "national_id_number": "national_id"}
+)
+"""Weaker element type -> the stronger type it backs up; a hit on it says less about identity."""
+
+ELEMENT_TYPES = frozenset(IDENTIFIER_TYPES) | {"person"} | frozenset(WEAKER_ELEMENTS)
 """Every type an element can carry."""
 
+_DOCUMENT_NUMBERS = {strong: weak for weak, strong in WEAKER_ELEMENTS.items() if strong != "person"}
 _PLAIN_COLUMNS = frozenset({"ref", "label"})
 _PERSON_COLUMNS = frozenset({"name", "dob"})
 _KNOWN_COLUMNS = (
     frozenset(IDENTIFIER_TYPES) | _PLAIN_COLUMNS | _PERSON_COLUMNS | {"passport_country"}
 )
+
+
+@dataclass(frozen=True)
+class ColumnHelp:
+    """One input column: what it accepts and a valid example."""
+
+    column: str
+    format: str
+    example: str
+
+
+def _help(column: str, format: str) -> ColumnHelp:
+    return ColumnHelp(column, format, IDENTIFIER_TYPES[column].example)
+
+
+COLUMN_GUIDE: tuple[ColumnHelp, ...] = (
+    ColumnHelp("ref", "required: your own record reference, any text; never sent", "T-0001"),
+    ColumnHelp(
+        "label",
+        f"optional: case reference and contact point a peer sees on a match if policy allows; "
+        f"up to {MAX_LABEL_CHARS:,} characters",
+        "Op Nightjar, desk 4",
+    ),
+    ColumnHelp(
+        "name",
+        "full name, any script, any order, with dob; case, punctuation and ICAO 9303 "
+        "variants (Ü UE U, Ø OE O, Й I Y ...) do not matter",
+        "MÜLLER, Hans",
+    ),
+    ColumnHelp(
+        "dob",
+        "date of birth, with name: YYYY-MM-DD, YYYYMMDD, DD.MM.YYYY; DD/MM/YYYY or MM/DD/YYYY "
+        "when only one reading is a date or date_order is set",
+        "1980-04-03",
+    ),
+    _help(
+        "passport",
+        "passport number, 5-20 letters and digits; CCC:NUMBER or passport_country adds the "
+        "issuing country (without one it matches only as passport_number)",
+    ),
+    ColumnHelp(
+        "passport_country",
+        "issuing country of passport: ISO 3166 alpha-3 or alpha-2 (NLD, NL), or ICAO 9303 "
+        "(D, GBD, XXA ...)",
+        "D",
+    ),
+    _help("national_id", "national ID number, 5-20 letters and digits; CCC:NUMBER adds country"),
+    _help("phone", "phone number: +CC... or 00CC..., or national in the node's region"),
+    ColumnHelp("email", "one e-mail address; case does not matter", "J.Smith@Example.org"),
+    _help("iban", "IBAN, spaces allowed; check digits verified"),
+    _help("imo", "IMO ship number: 7 digits, optional IMO prefix; check digit verified"),
+    _help("container", "container number (ISO 6346): owner code, U/J/Z/R, 6 digits, check digit"),
+    _help("bol", "bill of lading number: up to 35 letters and digits"),
+    _help("awb", "air waybill: 3-digit airline prefix, 8-digit serial (mod 7 check digit)"),
+    _help("vin", "vehicle identification number: 17 characters without I, O, Q"),
+    _help("plate", "CCC:PLATE, country as for passport_country; letters (any script), digits"),
+    _help("lei", "Legal Entity Identifier: 20 characters; check digits verified"),
+    _help("company", "NAME|CCC; legal form (Ltd, GmbH, S.A. ...), case and punctuation ignored"),
+    _help("firearm", "MAKE|SERIAL; serial up to 30 letters and digits"),
+    _help("cites_permit", "CITES permit or certificate number: up to 35 letters and digits"),
+    _help("case_ref", "case reference: up to 64 letters and digits"),
+)
+"""Every input column in a sensible order (for `blindmatch columns` and the README)."""
 
 
 def known_columns() -> frozenset[str]:
@@ -785,6 +1107,9 @@ def known_columns() -> frozenset[str]:
 def _unknown_column(column: str) -> str:
     if column in ("person", "person_year"):
         return f"unknown column {column!r}: a person is given by the columns 'name' and 'dob'"
+    if column in ("passport_number", "national_id_number"):
+        document = WEAKER_ELEMENTS[column]
+        return f"unknown column {column!r}: write the number in the column {document!r}"
     close = difflib.get_close_matches(column, sorted(_KNOWN_COLUMNS), n=1)
     hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(_KNOWN_COLUMNS))}"
     return f"unknown column {column!r}: {hint}"
@@ -807,10 +1132,6 @@ def check_columns(columns: Iterable[str]) -> None:
         problems.append("no 'ref' column: every record needs a local ref")
     if problems:
         raise InvalidInput("; ".join(problems))
-
-
-MAX_LABEL_CHARS = 1000
-"""The longest label a record may carry; a peer refuses a longer one."""
 
 
 def label_problem(label: str) -> str | None:
@@ -845,7 +1166,9 @@ def canonical_elements(
     """Return the (type, element) pairs of one input row and the cells rejected, with reasons.
 
     Empty cells are skipped; ref and label are not identifiers; name + dob give person and
-    person_year; passport_country qualifies passport. Raises InvalidInput for an unknown column.
+    person_year; passport_country qualifies passport; a passport or national ID gives its
+    number as the weaker passport_number or national_id_number too, and as passport or
+    national_id when it has a country. Raises InvalidInput for an unknown column.
     """
     elements: list[tuple[str, bytes]] = []
     rejections: list[Rejection] = []
@@ -886,16 +1209,17 @@ def canonical_elements(
 
     country = cells.pop("passport_country", "")
     if passport := cells.pop("passport", ""):
+        qualifier: str | None = None
         try:
             qualifier = _country("passport", country) if country else None
-        except InvalidIdentifier as exc:
+        except InvalidIdentifier as exc:  # the number alone still yields passport_number
             rejections.append(Rejection("passport_country", exc.reason))
+        try:
+            value = PASSPORT.canonical(passport, context, country=qualifier)
+        except InvalidIdentifier as exc:
+            rejections.append(Rejection("passport", exc.reason))
         else:
-            try:
-                value = PASSPORT.canonical(passport, context, country=qualifier)
-                elements.append(("passport", encode_element("passport", value)))
-            except InvalidIdentifier as exc:
-                rejections.append(Rejection("passport", exc.reason))
+            elements.extend(_document_elements("passport", value))
 
     for column, text in cells.items():
         try:
@@ -903,5 +1227,17 @@ def canonical_elements(
         except InvalidIdentifier as exc:
             rejections.append(Rejection(column, exc.reason))
         else:
-            elements.append((column, encode_element(column, value)))
+            if column in _DOCUMENT_NUMBERS:
+                elements.extend(_document_elements(column, value))
+            else:
+                elements.append((column, encode_element(column, value)))
     return elements, rejections
+
+
+def _document_elements(type: str, value: str) -> list[tuple[str, bytes]]:
+    """Return a document's elements: CCC:NUMBER as `type` if it has a country, NUMBER as weaker."""
+    country, colon, number = value.rpartition(":")
+    weaker = _DOCUMENT_NUMBERS[type]
+    elements = [(type, encode_element(type, value))] if colon else []
+    elements.append((weaker, encode_element(weaker, number)))
+    return elements

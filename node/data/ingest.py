@@ -1,23 +1,31 @@
-"""Ingest of an agency's list from CSV or JSON Lines into the node store (DESIGN §2, §6).
+"""Ingest of an agency's list into the node store (DESIGN §2, §6).
 
-The file is streamed: the main process reads rows in chunks and sends them to
-a process pool, where each worker canonicalises the chunk
-(`identifiers.canonical_elements`) and hashes its elements into the group of
-*both* suites; the main process writes the results into SQLite while the
-workers compute the next chunks. Everything is one transaction (BEGIN
+The file is opened and read by `node.data.sources` (CSV, JSON Lines, JSON
+array or .xlsx; encoding, delimiter and sheet). The main process reads rows in
+chunks and sends them to a process pool, where each worker canonicalises the
+chunk (`identifiers.canonical_elements`) and hashes its elements into the
+group of *both* suites; the main process writes the results into SQLite while
+the workers compute the next chunks. Everything is one transaction (BEGIN
 IMMEDIATE ... COMMIT): a failed, interrupted or killed ingest leaves the
 previous list exactly as it was.
 
 Rules:
 
-- CSV needs a header; its columns are checked before any row
-  (`identifiers.check_columns`). JSON Lines objects are checked one by one:
-  an unknown key fails the ingest naming it and its line.
+- A file that cannot be read as a list (unknown column, broken quoting or
+  JSON array, undecodable byte...) fails as a whole: `InvalidInput`, naming
+  the file, the line and what to do (`sources`).
 - Rejections carry the file's 1-based line (the CSV header is line 1; for
-  JSON Lines, the object's line), the column and the reason. A row without
-  a ref, with a ref already used earlier in the file, or without any valid
-  identifier is rejected as a whole (column ``ref``, or ``row``).
+  JSON, the line where the object starts; for .xlsx, the Excel row), the
+  column and the reason. A row without a ref, with a ref already used earlier
+  in the file, without any valid identifier, or whose label cannot be sent
+  (`identifiers.label_problem`: too long, control characters) is rejected as
+  a whole (column ``ref``, ``row`` or ``label``): a record is stored with the
+  label it has or not at all, never with a label cut short.
 - ``strict``: any rejection stores nothing (`IngestRejected`).
+- An ingest that would store no record (an empty file, a header without rows,
+  every row rejected) stores nothing and raises `IngestRejected`, unless
+  ``allow_empty``; so an empty or failed export never empties a list by
+  ``replace``.
 - ``replace``: the list's content is swapped for the file's. Without it, an
   ingest into an existing list *adds or updates* records by ref: a ref that
   is already in the list gets the file's label and identifiers (its old
@@ -29,28 +37,32 @@ Rules:
 
 from __future__ import annotations
 
-import csv
-import io
-import itertools
-import json
+import gc
 import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto.batch import new_process_pool
 from crypto.groups import get_suite
 from node.data import audit
-from node.data.identifiers import CanonContext, canonical_elements, check_columns
+from node.data.identifiers import (
+    CANON_VERSION,
+    CanonContext,
+    canonical_elements,
+    label_problem,
+)
+from node.data.sources import Chunk, Source, open_source, row_dicts
 from node.data.store import KINDS, Store, check_list_name, utc_now
-from node.errors import ConfigError, IngestRejected, InvalidInput, NotFound
+from node.errors import ConfigError, IngestRejected
 
 __all__ = [
     "CHUNK_ROWS",
@@ -63,8 +75,11 @@ CHUNK_ROWS = 1000
 """Rows per chunk sent to a worker."""
 _MIN_PARALLEL_BYTES = 256 * 1024
 """Files smaller than this are ingested in-process: a pool would cost more than it saves."""
-_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_PROGRESS_SECONDS = 0.2
+"""Least time between two calls of `on_progress`."""
 _SUITES = ("ristretto255-sha512", "x25519-blake3")
+_GC_GEN0 = 50_000
+"""Allocations between two young-generation collections while ingesting (Python's is 700)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,8 @@ class IngestResult:
     replaced: bool = False
     stored: bool = False
     seconds: float = 0.0
+    read_as: str = ""
+    """How the file was read (format, encoding, delimiter or sheet), for the operator."""
 
     def to_json(self) -> dict[str, Any]:
         """Returns the result as `ingest --json` prints it."""
@@ -107,9 +124,10 @@ class IngestResult:
 
 # -- worker side: canonicalise and hash one chunk -------------------------------------------------
 
-# A chunk's result: records as (line, ref, label, element count), element types, elements,
-# packed ristretto points, packed x25519 points, rejections as (line, column, reason).
-_Chunk = tuple[
+# A chunk's result: rows read, records as (line, ref, label, element count), element types,
+# elements, packed ristretto points, packed x25519 points, rejections as (line, column, reason).
+_Result = tuple[
+    int,
     list[tuple[int, str, str | None, int]],
     list[str],
     list[bytes],
@@ -119,62 +137,46 @@ _Chunk = tuple[
 ]
 
 
-def _text(value: object) -> str:
+def _text(value: object) -> str | None:
+    """A ref or label as text; None for a JSON value that is not text or a whole number."""
+    if isinstance(value, str):
+        return value.strip()
     if value is None:
         return ""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value).strip()
-
-
-def _csv_rows(
-    header: Sequence[str], rows: list[tuple[int, list[str]]]
-) -> Iterator[tuple[int, dict[str, object] | None, str]]:
-    width = len(header)
-    for line, cells in rows:
-        if len(cells) != width:
-            yield line, None, f"row has {len(cells)} fields, the header has {width}"
-        else:
-            yield line, dict(zip(header, cells, strict=True)), ""
-
-
-def _jsonl_rows(
-    rows: list[tuple[int, str]], source: str
-) -> Iterator[tuple[int, dict[str, object] | None, str]]:
-    for line, text in rows:
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield line, None, f"not valid JSON: {exc.msg} at column {exc.colno}"
-            continue
-        if not isinstance(obj, dict):
-            yield line, None, f"expected a JSON object, got {type(obj).__name__}"
-            continue
-        try:
-            check_columns([*obj, *(() if "ref" in obj else ("ref",))])
-        except InvalidInput as exc:
-            raise InvalidInput(f"{source}, line {line}: {exc}") from None
-        yield line, obj, ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _process_chunk(
-    kind: str, header: Sequence[str], rows: list[Any], context: CanonContext, source: str
-) -> _Chunk:
-    """Canonicalises and hashes one chunk of raw rows (runs in a worker process)."""
+    fmt: str, header: Sequence[str] | None, rows: Chunk, context: CanonContext, name: str
+) -> _Result:
+    """Canonicalises and hashes one chunk of a source's rows (runs in a worker process)."""
     records: list[tuple[int, str, str | None, int]] = []
     types: list[str] = []
     elements: list[bytes] = []
     rejected: list[tuple[int, str, str]] = []
-    parsed = _csv_rows(header, rows) if kind == "csv" else _jsonl_rows(rows, source)
-    for line, row, problem in parsed:
+    count = 0
+    for line, row, problem in row_dicts(fmt, header, rows, name):
+        count += 1
         if row is None:
             rejected.append((line, "row", problem))
             continue
-        ref = _text(row.get("ref"))
+        ref, label = _text(row.get("ref")), _text(row.get("label"))
         if not ref:
-            rejected.append((line, "ref", "missing ref: every record needs a local ref"))
+            why = (
+                "missing ref: every record needs a local ref"
+                if ref == ""
+                else "ref must be text or a whole number"
+            )
+            rejected.append((line, "ref", why))
             continue
-        label = _text(row.get("label")) or None
+        if label is None:
+            rejected.append((line, "label", "label must be text"))
+            continue
+        if label and (unfit := label_problem(label)):
+            rejected.append((line, "label", unfit))
+            continue
         found, rejections = canonical_elements(row, context)
         rejected.extend((line, r.column, r.reason) for r in rejections)
         if not found:
@@ -183,100 +185,36 @@ def _process_chunk(
                     (line, "row", f"record {ref!r} has no identifiers; it cannot match")
                 )
             continue
-        records.append((line, ref, label, len(found)))
+        records.append((line, ref, label or None, len(found)))
         for element_type, element in found:
             types.append(element_type)
             elements.append(element)
     points = [get_suite(suite).hash_batch(elements) for suite in _SUITES]
-    return records, types, elements, points[0], points[1], rejected
+    return count, records, types, elements, points[0], points[1], rejected
 
 
 # -- main side: read, dispatch, store -------------------------------------------------------------
 
 
-class _Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Runs the cyclic garbage collector less often, for the ingest's duration.
 
-    def __init__(self, name: str, total_bytes: int, enabled: bool | None = None) -> None:
-        self.name = name
-        self.total = max(total_bytes, 1)
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.start = time.monotonic()
-        self.last = 0.0
-
-    def update(self, done_bytes: int, rows: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if not final and now - self.last < 0.2:
-            return
-        self.last = now
-        fraction = min(done_bytes / self.total, 1.0)
-        bar = "#" * int(fraction * 30)
-        rate = rows / max(now - self.start, 1e-9)
-        sys.stderr.write(
-            f"\ringest {self.name}: [{bar:<30}] {fraction:4.0%} {rows:,} rows {rate:,.0f} rows/s"
-        )
-        if final:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def _detect_format(path: Path, head: bytes) -> str:
-    if path.suffix.lower() in _JSONL_SUFFIXES:
-        return "jsonl"
-    if path.suffix.lower() == ".csv":
-        return "csv"
-    return "jsonl" if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") else "csv"
-
-
-def _chunks(
-    fmt: str, text: IO[str], source: str
-) -> tuple[list[str], Iterator[list[tuple[int, Any]]]]:
-    """Returns the header (CSV) and an iterator of chunks of (line, raw row)."""
-    if fmt == "jsonl":
-
-        def jsonl() -> Iterator[tuple[int, Any]]:
-            for line, content in enumerate(text, start=1):
-                if content.strip():
-                    yield line, content
-
-        return [], _batched(jsonl())
-    reader = csv.reader(text)
+    Parsers (openpyxl's most of all) allocate many short-lived containers, and
+    each collection of the older generations scans every live object, which
+    grows with the list: about a fifth of reading an .xlsx went to it. Rows make
+    no reference cycles, so little is left for the collector to find.
+    """
+    before = gc.get_threshold()
+    if before[0] >= _GC_GEN0:  # already raised (another ingest in this process)
+        yield
+        return
+    gc.set_threshold(_GC_GEN0, *before[1:])
     try:
-        header = [column.strip() for column in next(reader)]
-    except StopIteration:
-        raise InvalidInput(
-            f"{source} is empty: a CSV list needs a header line (ref, then identifier columns)"
-        ) from None
-    except csv.Error as exc:
-        raise InvalidInput(f"{source}, line 1: the header is not valid CSV ({exc})") from None
-    try:
-        check_columns(header)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{source}, line 1 (header): {exc}") from None
-
-    def rows() -> Iterator[tuple[int, Any]]:
-        line = reader.line_num + 1
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                raise InvalidInput(
-                    f"{source}, line {line}: not valid CSV ({exc}); fix the quoting"
-                ) from None
-            if cells:
-                yield line, cells
-            line = reader.line_num + 1
-
-    return header, _batched(rows())
-
-
-def _batched(rows: Iterator[tuple[int, Any]]) -> Iterator[list[tuple[int, Any]]]:
-    while chunk := list(itertools.islice(rows, CHUNK_ROWS)):
-        yield chunk
+        yield
+    finally:
+        if gc.get_threshold()[0] == _GC_GEN0:
+            gc.set_threshold(*before)
 
 
 def _default_pool() -> Executor:
@@ -299,8 +237,9 @@ class _Writer:
     def _next_id(self, table: str) -> int:
         return int(self.conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
 
-    def write(self, chunk: _Chunk, result: IngestResult, store_rows: bool) -> None:
-        records, types, elements, points_r, points_x, rejected = chunk
+    def write(self, chunk: _Result, result: IngestResult, store_rows: bool) -> None:
+        rows, records, types, elements, points_r, points_x, rejected = chunk
+        result.rows += rows
         result.rejected.extend(RejectedCell(*r) for r in rejected)
         record_rows: list[tuple[int, int, str, str | None]] = []
         element_rows: list[tuple[int, int, str, bytes, bytes, bytes]] = []
@@ -359,8 +298,9 @@ def _open_list(
     if row is None:
         kind = kind or "watchlist"
         cursor = conn.execute(
-            "INSERT INTO lists (name, kind, version, updated_at) VALUES (?, ?, 0, ?)",
-            (name, kind, utc_now()),
+            "INSERT INTO lists (name, kind, version, updated_at, canon_version) "
+            "VALUES (?, ?, 0, ?, ?)",
+            (name, kind, utc_now(), CANON_VERSION),
         )
         return int(cursor.lastrowid or 0), kind, False, 0
     list_id, old_kind, version = row
@@ -377,6 +317,8 @@ def _open_list(
             (list_id,),
         )
         conn.execute("DELETE FROM records WHERE list_id = ?", (list_id,))
+        # Only a full reload makes a list current; an update keeps an older list's mark.
+        conn.execute("UPDATE lists SET canon_version = ? WHERE id = ?", (CANON_VERSION, list_id))
     return int(list_id), kind or old_kind, True, int(version)
 
 
@@ -390,112 +332,159 @@ def ingest_file(
     kind: str | None = None,
     replace: bool = False,
     strict: bool = False,
+    allow_empty: bool = False,
+    delimiter: str | None = None,
+    encoding: str | None = None,
+    sheet: str | None = None,
     operator: str = "",
     executor: Executor | None = None,
-    progress: bool | None = None,
+    on_progress: Callable[[float, int], None] | None = None,
 ) -> IngestResult:
-    """Reads a CSV or JSON Lines file into list `list_name` in one transaction; returns counts.
+    """Reads an input file into list `list_name` in one transaction; returns counts.
 
-    Raises InvalidInput for an unreadable file, bad header or unknown column,
-    IngestRejected when `strict` and anything was rejected (nothing is stored),
-    ConfigError for an unusable list name or kind.
+    `on_progress(fraction of the file read, rows read)` is called at most every
+    0.2 s and once at the end. Raises NotFound for a missing file, InvalidInput
+    for a file that cannot be read as a list, IngestRejected (nothing stored)
+    when `strict` and anything was rejected or when no record would be stored
+    and not `allow_empty`, ConfigError for an unusable option, list name or kind.
     """
     path = Path(path)
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"--kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
     check_list_name(list_name)
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 -- closed below, wrapped by TextIOWrapper
-    except FileNotFoundError:
-        raise NotFound(f"input file {path} not found") from None
-    except OSError as exc:
-        raise InvalidInput(f"input file {path} cannot be read: {exc.strerror}") from None
     started = time.monotonic()
     own_pool: Executor | None = None
-    with raw:
-        size = os.fstat(raw.fileno()).st_size
-        fmt = _detect_format(path, raw.peek(64)[:64] if hasattr(raw, "peek") else b"")
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        source = str(path)
-        try:
-            header, chunks = _chunks(fmt, text, source)
-            if executor is None and size >= _MIN_PARALLEL_BYTES and (os.cpu_count() or 1) > 1:
+    try:
+        with (
+            _fewer_collections(),
+            open_source(
+                path, delimiter=delimiter, encoding=encoding, sheet=sheet, chunk_rows=CHUNK_ROWS
+            ) as source,
+        ):
+            if (
+                executor is None
+                and source.size >= _MIN_PARALLEL_BYTES
+                and (os.cpu_count() or 1) > 1
+            ):
                 executor = own_pool = _default_pool()
-            result = IngestResult(name=list_name, kind=kind or "", replaced=replace)
-            bar = _Progress(list_name, size, progress)
-            with store.transaction() as conn:
-                list_id, result.kind, existed, version = _open_list(store, list_name, kind, replace)
-                writer = _Writer(store, list_id, upsert=existed and not replace)
-                for chunk_rows, chunk in _run(executor, fmt, header, chunks, context, source):
-                    result.rows += chunk_rows
-                    writer.write(chunk, result, store_rows=not (strict and result.rejected))
-                    bar.update(raw.tell(), result.rows)
-                bar.update(size, result.rows, final=True)
-                result.rejected.sort(key=lambda r: r.line)
-                if strict and result.rejected:
-                    raise IngestRejected(
-                        f"{source}: {len(result.rejected)} value(s) rejected and --strict is set, "
-                        "so nothing was stored; fix the lines listed or drop --strict",
-                        result,
-                    )
-                conn.execute(
-                    "UPDATE lists SET version = ?, updated_at = ? WHERE id = ?",
-                    (version + 1, utc_now(), list_id),
-                )
-                audit.append(
-                    conn,
-                    signing_key,
-                    "ingest",
-                    {
-                        "operator": operator,
-                        "list": list_name,
-                        "kind": result.kind,
-                        "rows": result.rows,
-                        "records": result.records,
-                        "elements": result.elements,
-                        "rejected": len(result.rejected),
-                        "replace": replace,
-                    },
-                )
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(
-                f"{source}: not UTF-8 text (byte {exc.start} of a read block); "
-                "export the file as UTF-8"
-            ) from None
-        finally:
-            if own_pool is not None:
-                own_pool.shutdown(wait=False, cancel_futures=True)
+            result = IngestResult(
+                name=list_name, kind=kind or "", replaced=replace, read_as=source.description
+            )
+            _ingest(
+                store,
+                source,
+                result,
+                context,
+                signing_key,
+                executor,
+                on_progress,
+                strict=strict,
+                allow_empty=allow_empty,
+                operator=operator,
+            )
+    finally:
+        if own_pool is not None:
+            own_pool.shutdown(wait=False, cancel_futures=True)
     result.stored = True
     result.seconds = time.monotonic() - started
     return result
 
 
-def _run(
-    executor: Executor | None,
-    fmt: str,
-    header: list[str],
-    chunks: Iterator[list[tuple[int, Any]]],
+def _ingest(
+    store: Store,
+    source: Source,
+    result: IngestResult,
     context: CanonContext,
-    source: str,
-) -> Iterator[tuple[int, _Chunk]]:
-    """Yields (rows, result) per chunk in file order, keeping a few chunks in flight."""
+    signing_key: Ed25519PrivateKey,
+    executor: Executor | None,
+    on_progress: Callable[[float, int], None] | None,
+    *,
+    strict: bool,
+    allow_empty: bool,
+    operator: str,
+) -> None:
+    """Reads `source` into the list in one transaction, filling `result`."""
+    name, replace = result.name, result.replaced
+    shown = 0.0
+    with store.transaction() as conn:
+        list_id, result.kind, existed, version = _open_list(
+            store, name, result.kind or None, replace
+        )
+        writer = _Writer(store, list_id, upsert=existed and not replace)
+        for chunk in _run(executor, source, context):
+            writer.write(chunk, result, store_rows=not (strict and result.rejected))
+            if on_progress is not None and time.monotonic() - shown >= _PROGRESS_SECONDS:
+                on_progress(source.fraction(), result.rows)
+                shown = time.monotonic()
+        if on_progress is not None:
+            on_progress(1.0, result.rows)
+        result.rejected.sort(key=lambda r: r.line)
+        if strict and result.rejected:
+            raise IngestRejected(
+                f"{source.name}: {len(result.rejected)} value(s) rejected and --strict is set, "
+                "so nothing was stored; fix the lines listed or drop --strict",
+                result,
+            )
+        if result.records == 0 and not allow_empty:
+            raise IngestRejected(_nothing_stored(source, result, existed), result)
+        conn.execute(
+            "UPDATE lists SET version = ?, updated_at = ? WHERE id = ?",
+            (version + 1, utc_now(), list_id),
+        )
+        audit.append(
+            conn,
+            signing_key,
+            "ingest",
+            {
+                "operator": operator,
+                "list": name,
+                "kind": result.kind,
+                "rows": result.rows,
+                "records": result.records,
+                "elements": result.elements,
+                "rejected": len(result.rejected),
+                "replace": replace,
+            },
+        )
+
+
+def _nothing_stored(source: Source, result: IngestResult, existed: bool) -> str:
+    """Why an ingest that would store no record stored nothing, and how to store it anyway."""
+    if source.empty:
+        what = f"{source.name} is empty"
+    elif result.rows == 0:
+        what = f"{source.name} has a header but no rows"
+    else:
+        what = (
+            f"{source.name}: none of its {result.rows:,} rows can be stored "
+            f"({len(result.rejected):,} rejected)"
+        )
+    if existed and result.replaced:
+        keep = f"list {result.name!r} is unchanged; to empty it, pass --allow-empty"
+    elif existed:
+        keep = f"list {result.name!r} is unchanged"
+    else:
+        keep = f"to create list {result.name!r} empty, pass --allow-empty"
+    fix = "" if result.rows == 0 else "fix the lines listed; "
+    return f"{what}, so nothing was stored: {fix}{keep}"
+
+
+def _run(executor: Executor | None, source: Source, context: CanonContext) -> Iterator[_Result]:
+    """Yields each chunk's result in file order, keeping a few chunks in flight."""
+    fmt, header, name = source.format, source.header, source.name
     if executor is None:
-        for rows in chunks:
-            yield len(rows), _process_chunk(fmt, header, rows, context, source)
+        for rows in source.chunks:
+            yield _process_chunk(fmt, header, rows, context, name)
         return
     window = 4 * (os.cpu_count() or 1)
-    pending: deque[tuple[int, Future[_Chunk]]] = deque()
+    pending: deque[Future[_Result]] = deque()
     try:
-        for rows in chunks:
-            pending.append(
-                (len(rows), executor.submit(_process_chunk, fmt, header, rows, context, source))
-            )
-            while len(pending) >= window or (pending and pending[0][1].done()):
-                count, future = pending.popleft()
-                yield count, future.result()
+        for rows in source.chunks:
+            pending.append(executor.submit(_process_chunk, fmt, header, rows, context, name))
+            while len(pending) >= window or (pending and pending[0].done()):
+                yield pending.popleft().result()
         while pending:
-            count, future = pending.popleft()
-            yield count, future.result()
+            yield pending.popleft().result()
     finally:
-        for _, future in pending:
+        for future in pending:
             future.cancel()

@@ -7,22 +7,40 @@ separate `style` seed, as two agencies would write the same entity
 differently. So two files with the same `seed` and overlapping index ranges
 share entities that canonicalise to the same elements. Check digits are valid
 (computed with `stdnum`) unless a row is deliberately spoiled (`invalid_rate`).
+
+`write_export` writes the same records as the agencies' tools export them
+(`EXPORT_FORMATS`: CSV from a case system, Excel's CSV and Unicode text,
+.xlsx, JSON Lines, a JSON array), so tests and benchmarks can check that every
+format yields the same elements. Excel's CSV is cp1252: `sample_records(...,
+charset="cp1252")` spells the few names cp1252 lacks (Ł, ı, ş) as unidecode
+does, so the same content exists in every format.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import os
 import random
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import openpyxl
 from stdnum import iban as stdnum_iban
 from stdnum import imo as stdnum_imo
 from stdnum import iso6346 as stdnum_iso6346
+from unidecode import unidecode
 
-__all__ = ["COLUMNS", "sample_records", "write_csv", "write_jsonl"]
+__all__ = [
+    "COLUMNS",
+    "EXPORT_FORMATS",
+    "sample_records",
+    "write_csv",
+    "write_export",
+    "write_jsonl",
+]
 
 COLUMNS = (
     "ref",
@@ -58,6 +76,16 @@ _COUNTRIES = ["NLD", "DEU", "FRA", "BEL", "POL", "ESP", "D"]
 _IBAN_BANKS = [("NL", "ABNA", 10), ("NL", "INGB", 10), ("NL", "RABO", 10)]
 _OWNERS = ["MSCU", "MAEU", "CSQU", "HLXU", "TGHU", "OOLU"]
 _PLATE_COUNTRIES = ["NLD", "DEU", "BEL"]
+EXPORT_FORMATS = {
+    "csv": "CSV, comma, UTF-8 (a case system's export)",
+    "excel-csv": "CSV, semicolon, cp1252, CRLF (Excel 'CSV' in the Netherlands, Germany, France)",
+    "unicode-text": "tab-separated, UTF-16 LE with byte-order mark, CRLF (Excel 'Unicode Text')",
+    "xlsx": "Excel workbook; dob as date cells, whole numbers as number cells",
+    "jsonl": "JSON Lines, empty cells left out",
+    "json": "one JSON array, indented, empty cells left out",
+}
+"""What `write_export` can write, by name."""
+
 _KINDS = ("person", "passport", "phone", "email", "iban", "container", "imo", "awb", "plate")
 
 
@@ -143,8 +171,12 @@ def sample_records(
     style_seed: int | None = None,
     invalid_rate: float = 0.0,
     ref_prefix: str = "R",
+    charset: str | None = None,
 ) -> Iterator[dict[str, str]]:
-    """Yields `count` sample rows (entities `start` .. `start + count - 1` of `seed`)."""
+    """Yields `count` sample rows (entities `start` .. `start + count - 1` of `seed`).
+
+    With `charset`, characters it cannot encode are transliterated (unidecode).
+    """
     style = random.Random(seed if style_seed is None else style_seed)
     for i in range(start, start + count):
         rng = random.Random(seed * 1_000_003 + i)
@@ -186,24 +218,83 @@ def sample_records(
                     break
             else:
                 row["container"] = _spoil(_container(rng, style))
+        if charset is not None:
+            row["name"] = _encodable(row["name"], charset)
         yield row
+
+
+def _encodable(text: str, charset: str) -> str:
+    try:
+        text.encode(charset)
+    except UnicodeEncodeError:
+        return "".join(c if c.encode(charset, "ignore") else unidecode(c) for c in text)
+    return text
 
 
 def write_csv(path: str | os.PathLike[str], count: int, **options: object) -> Path:
     """Writes `count` sample rows to a CSV file with a header; returns its path."""
-    path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for row in sample_records(count, **options):  # type: ignore[arg-type]
-            writer.writerow(row.values())
-    return path
+    return write_export(path, sample_records(count, **options), "csv")  # type: ignore[arg-type]
 
 
 def write_jsonl(path: str | os.PathLike[str], count: int, **options: object) -> Path:
     """Writes `count` sample rows to a JSON Lines file, empty cells left out; returns its path."""
+    return write_export(path, sample_records(count, **options), "jsonl")  # type: ignore[arg-type]
+
+
+def write_export(
+    path: str | os.PathLike[str],
+    records: Iterable[Mapping[str, str]],
+    fmt: str,
+    columns: Sequence[str] = COLUMNS,
+) -> Path:
+    """Writes `records` to `path` as format `fmt` of `EXPORT_FORMATS`; returns the path."""
     path = Path(path)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in sample_records(count, **options):  # type: ignore[arg-type]
-            f.write(json.dumps({k: v for k, v in row.items() if v}, ensure_ascii=False) + "\n")
+    if fmt == "xlsx":
+        _write_xlsx(path, records, columns)
+    elif fmt in ("jsonl", "json"):
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            separator = "[\n" if fmt == "json" else ""
+            for record in records:
+                obj = {k: record[k] for k in columns if record.get(k)}
+                if fmt == "jsonl":
+                    f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+                else:
+                    f.write(separator + json.dumps(obj, ensure_ascii=False, indent=2))
+                    separator = ",\n"
+            if fmt == "json":
+                f.write("[]\n" if separator == "[\n" else "\n]\n")
+    else:
+        delimiter, encoding = {
+            "csv": (",", "utf-8"),
+            "excel-csv": (";", "cp1252"),
+            "unicode-text": ("\t", "utf-16"),  # Python writes the byte-order mark, then LE
+        }[fmt]
+        with open(path, "w", encoding=encoding, newline="") as f:
+            writer = csv.writer(f, delimiter=delimiter, lineterminator="\r\n")
+            writer.writerow(columns)
+            writer.writerows([record.get(k, "") for k in columns] for record in records)
     return path
+
+
+_SAMPLE_DATE = re.compile(r"(\d{4})-?(\d{2})-?(\d{2})|(\d{2})\.(\d{2})\.(\d{4})")
+
+
+def _excel_value(column: str, text: str) -> object:
+    """A cell as Excel holds it once typed in: dates and whole numbers are not text."""
+    if not text:
+        return None
+    if column == "dob" and (m := _SAMPLE_DATE.fullmatch(text)):
+        year, month, day = (m[1], m[2], m[3]) if m[1] else (m[6], m[5], m[4])
+        return dt.date(int(year), int(month), int(day))
+    if text.isdigit() and text[0] != "0" and len(text) <= 15:  # Excel keeps 15 digits
+        return int(text)
+    return text
+
+
+def _write_xlsx(path: Path, records: Iterable[Mapping[str, str]], columns: Sequence[str]) -> None:
+    workbook = openpyxl.Workbook(write_only=True)
+    sheet = workbook.create_sheet("List")
+    sheet.append(list(columns))
+    for record in records:
+        sheet.append([_excel_value(k, record.get(k, "")) for k in columns])
+    workbook.save(path)

@@ -7,7 +7,8 @@ i to i + 1, and opening a store runs the missing ones in one transaction.
 
 Tables::
 
-    lists     name, kind (watchlist | operations | seizures), version, updated_at
+    lists     name, kind (watchlist | operations | seizures), version, updated_at, and
+              canon_version: the canonical forms its elements were made under
     records   one entity of a list: local ref (never sent) and optional label
     elements  one per identifier of a record: type, element bytes and its
               group point for each suite (hashed once, at ingest)
@@ -37,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from crypto.groups import SUITES
-from node.errors import ConfigError, InvalidInput, NotFound, StoreBusy
+from node.data.identifiers import CANON_VERSION
+from node.errors import ConfigError, Incompatible, InvalidInput, NotFound, StoreBusy
 
 __all__ = [
     "KINDS",
@@ -188,6 +190,11 @@ _MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX screen_entries_element ON screen_entries(element_id);
     """,
+    # The canonical forms a list's elements were made under (identifiers.CANON_VERSION):
+    # lists stored before the version existed were made under version 1.
+    """
+    ALTER TABLE lists ADD COLUMN canon_version INTEGER NOT NULL DEFAULT 1;
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -218,6 +225,12 @@ class ListInfo:
     elements: int
     version: int
     updated_at: str
+    canon_version: int
+
+    @property
+    def stale(self) -> bool:
+        """Whether its elements were made under older canonical forms (re-ingest to match)."""
+        return self.canon_version != CANON_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """Returns the list as `lists --json` prints it (DESIGN §6)."""
@@ -226,6 +239,8 @@ class ListInfo:
             "kind": self.kind,
             "records": self.records,
             "elements": self.elements,
+            "version": self.version,
+            "updated": self.updated_at,
         }
 
 
@@ -362,16 +377,20 @@ class Store:
                    (SELECT count(*) FROM records r WHERE r.list_id = l.id),
                    (SELECT count(*) FROM elements e JOIN records r ON e.record_id = r.id
                      WHERE r.list_id = l.id),
-                   l.version, l.updated_at
+                   l.version, l.updated_at, l.canon_version
             FROM lists l ORDER BY l.name
             """
         ).fetchall()
         return [ListInfo(*row) for row in rows]
 
     def list_row(self, name: str) -> tuple[int, int, str]:
-        """Returns (id, version, kind) of list `name`, or raises NotFound (a peer may see why)."""
+        """Returns (id, version, kind) of list `name` for matching (a peer may see why not).
+
+        Raises NotFound for a missing list and Incompatible for a list whose
+        elements were made under older canonical forms: they would silently miss.
+        """
         row = self.conn.execute(
-            "SELECT id, version, kind FROM lists WHERE name = ?", (name,)
+            "SELECT id, version, kind, canon_version FROM lists WHERE name = ?", (name,)
         ).fetchone()
         if row is None:
             names = ", ".join(i.name for i in self.lists()) or "none yet"
@@ -379,6 +398,14 @@ class Store:
                 f"no list {name!r} in {self.path} (lists: {names}); load it with "
                 "'blindmatch ingest NODE_DIR --list NAME FILE'",
                 peer=f"list {name!r} does not exist on this node",
+            )
+        if row[3] != CANON_VERSION:
+            raise Incompatible(
+                f"list {name!r} was stored by an older blindmatch (canonical forms "
+                f"v{row[3]}; this one makes v{CANON_VERSION}: names fold transliterations, "
+                "countries and passports changed), so its elements would miss a partner's; "
+                f"load it again with 'blindmatch ingest NODE_DIR --list {name} --replace FILE'",
+                peer=f"list {name!r} must be reloaded by its agency before it can be matched",
             )
         return int(row[0]), int(row[1]), str(row[2])
 

@@ -62,7 +62,9 @@ def test_init_peer_ingest_lists(run_cli: RunCli, tmp_path: Path) -> None:
     }
     assert "IBAN check digits" in result["rejected"][0]["reason"]
     assert "expected 3" in result["rejected"][1]["reason"]
-    assert lists(run_cli) == [{"list": "wl", "kind": "seizures", "records": 2, "elements": 3}]
+    (stored,) = lists(run_cli)
+    assert stored.pop("updated")  # an ISO time: DESIGN §6's lists --json
+    assert stored == {"list": "wl", "kind": "seizures", "records": 2, "elements": 3, "version": 1}
 
     text = run_cli("ingest", "node", "--list", "wl", "bad.csv", check=True).stdout
     assert "line 3, iban:" in text and "2 rejected" in text

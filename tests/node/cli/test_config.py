@@ -1,4 +1,4 @@
-"""`blindmatch config set|show` through the real entry point: checked, audited, applied to ingest."""
+"""`blindmatch config set|show` through the real entry point: checked, audited, applied."""
 
 import json
 import sqlite3

@@ -1,18 +1,23 @@
-"""Tests for node.ingest: CSV and JSON Lines, rejections by line and column, strict, replace."""
+"""Tests for node.ingest: every export format, rejections by line and column, strict,
+replace, empty ingests, and whole-file errors that store nothing."""
 
+import gc
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from crypto.groups import get_suite
 from node.data import audit, ingest
-from node.data.identifiers import encode_element
+from node.data.identifiers import MAX_LABEL_CHARS, encode_element
 from node.data.ingest import IngestResult, ingest_file
-from node.data.sample import write_csv, write_jsonl
+from node.data.sample import EXPORT_FORMATS, sample_records, write_csv, write_export, write_jsonl
+from node.data.sources import FIELD_LIMIT
 from node.data.store import Store
-from node.errors import ConfigError, IngestRejected, InvalidInput
+from node.errors import ConfigError, IngestRejected, InvalidInput, NotFound
 from node.setup.config import NodeConfig
 
 CSV = """ref,label,iban,container,phone,name,dob
@@ -40,6 +45,18 @@ def run(node: NodeConfig, path: Path, name: str = "w", **options: object) -> Ing
 def counts(node: NodeConfig) -> dict[str, tuple[str, int, int, int]]:
     with Store.open(node.store_path) as store:
         return {i.name: (i.kind, i.records, i.elements, i.version) for i in store.lists()}
+
+
+def stored(node: NodeConfig, name: str) -> list[tuple[str, str | None, str, bytes]]:
+    """Every (ref, label, element type, element) of list `name`, sorted."""
+    with Store.open(node.store_path) as store:
+        rows = store.conn.execute(
+            "SELECT r.ref, r.label, e.type, e.element FROM elements e "
+            "JOIN records r ON e.record_id = r.id JOIN lists l ON r.list_id = l.id "
+            "WHERE l.name = ?",
+            (name,),
+        ).fetchall()
+    return sorted(rows)
 
 
 def test_csv_rejections_by_line_and_column(node: NodeConfig, tmp_path: Path) -> None:
@@ -149,3 +166,204 @@ def test_parallel_matches_in_process(
         b = store.list_points("parallel", "x25519-blake3")
         assert (a.packed, a.refs, a.types) == (b.packed, b.refs, b.types)
     json.dumps(serial.to_json())
+
+
+# -- every format an agency exports -------------------------------------------------------------
+
+_SUFFIXES = {"csv": ".csv", "excel-csv": ".csv", "unicode-text": ".txt", "xlsx": ".xlsx"}
+
+
+def test_every_export_format_stores_the_same_elements(node: NodeConfig, tmp_path: Path) -> None:
+    records = list(sample_records(200, seed=5, charset="cp1252", invalid_rate=0.05))
+    records[0]["label"] = 'Op "Nightjar"; desk 4,\nsecond line'  # quotes, delimiters, newline
+    records[1]["name"], records[1]["dob"] = "Jürgen Ørsted-Núñez", "1980-04-03"
+    results = {}
+    for fmt in EXPORT_FORMATS:
+        path = write_export(tmp_path / f"list-{fmt}{_SUFFIXES.get(fmt, '.' + fmt)}", records, fmt)
+        encoding = "cp1252" if fmt == "excel-csv" else None
+        results[fmt] = run(node, path, name=fmt, encoding=encoding)
+    first = stored(node, "csv")
+    labels = {ref: label for ref, label, *_ in first}
+    assert len(labels) > 150 and labels["R00000000"] == records[0]["label"]
+    assert ("R00000001", "person") in {(ref, type) for ref, _, type, _ in first}
+    for fmt, result in results.items():
+        assert stored(node, fmt) == first, fmt
+        assert (result.rows, result.records, result.elements) == (
+            results["csv"].rows,
+            results["csv"].records,
+            results["csv"].elements,
+        )
+        # The same rejections, though lines differ in a JSON array (one object, many lines).
+        assert sorted((r.column, r.reason) for r in result.rejected) == sorted(
+            (r.column, r.reason) for r in results["csv"].rejected
+        )
+    assert results["xlsx"].read_as == "Excel workbook, sheet 'List'"
+    assert results["excel-csv"].read_as == "CSV, cp1252, delimiter ';'"
+    assert results["unicode-text"].read_as == "CSV, UTF-16 LE, delimiter tab"
+
+
+def test_cp1252_without_encoding_stores_nothing(node: NodeConfig, tmp_path: Path) -> None:
+    records = list(sample_records(30, seed=5, charset="cp1252"))
+    records[20]["name"], records[20]["dob"] = "Hans Müller", "1980-04-03"
+    path = write_export(tmp_path / "excel.csv", records, "excel-csv")
+    first_non_ascii = next(
+        i for i, line in enumerate(path.read_bytes().splitlines(), 1) if not line.isascii()
+    )
+    with pytest.raises(InvalidInput) as info:
+        run(node, path)
+    message = str(info.value)
+    assert message.startswith(f"{path}, line {first_non_ascii}: not UTF-8 (byte 0x")
+    assert "re-run with --encoding cp1252" in message
+    assert counts(node) == {}
+    with pytest.raises(ConfigError, match="--encoding 'cp-1252x'"):
+        run(node, path, encoding="cp-1252x")
+    assert run(node, path, encoding="cp1252").records == 30
+
+
+def test_delimiter_option(node: NodeConfig, tmp_path: Path) -> None:
+    path = tmp_path / "pipes.txt"
+    path.write_text("ref|imo|label\nA|9074729|a, b; c\n")
+    with pytest.raises(InvalidInput, match="unknown column 'ref|imo|label'"):
+        run(node, path)
+    result = run(node, path, delimiter="|")
+    assert (result.records, result.read_as) == (1, "CSV, UTF-8, delimiter '|'")
+    assert stored(node, "w")[0][:2] == ("A", "a, b; c")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "json"])
+def test_every_unknown_column_named_at_once(node: NodeConfig, tmp_path: Path, fmt: str) -> None:
+    records = [{"ref": "A", "imo": "9074729", "ibna": "x", "fone": "y"}]
+    path = write_export(
+        tmp_path / f"in.{fmt}", records, fmt, columns=["ref", "imo", "ibna", "fone"]
+    )
+    with pytest.raises(InvalidInput) as info:
+        run(node, path)
+    message = str(info.value)
+    where = {"csv": "line 1 (header)", "xlsx": "sheet 'List', row 1 (header)", "json": "line 2"}
+    assert f"{path}, {where[fmt]}: unknown column 'ibna'" in message
+    assert "unknown column 'fone'" in message
+    assert counts(node) == {}
+
+
+def test_broken_json_array_stores_nothing(node: NodeConfig, tmp_path: Path) -> None:
+    run(node, write_csv(tmp_path / "good.csv", 50, seed=1))
+    before = (counts(node), stored(node, "w"))
+    path = tmp_path / "in.json"
+    path.write_text('[\n{"ref": "A", "imo": "9074729"},\n{"ref": "B", "imo": "9074729"\n')
+    with pytest.raises(InvalidInput, match="line 4: not valid JSON"):
+        run(node, path, replace=True)
+    assert (counts(node), stored(node, "w")) == before
+
+
+# -- empty ingests ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ("", "is empty"),
+        ("ref,imo\n", "has a header but no rows"),
+        ("ref,imo\nA,9074720\n,9074729\n", "none of its 2 rows can be stored (2 rejected)"),
+    ],
+)
+def test_nothing_to_store_is_refused_unless_allowed(
+    node: NodeConfig, tmp_path: Path, content: str, why: str
+) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(content)
+    with pytest.raises(IngestRejected, match=re.escape(f"{why}, so nothing was stored")) as info:
+        run(node, path)
+    assert "to create list 'w' empty, pass --allow-empty" in str(info.value)
+    assert isinstance(info.value.result, IngestResult)
+    assert counts(node) == {}
+    result = run(node, path, allow_empty=True)
+    assert (result.records, result.stored) == (0, True)
+    assert counts(node) == {"w": ("watchlist", 0, 0, 1)}
+
+
+def test_replace_with_an_empty_file_keeps_the_list(node: NodeConfig, tmp_path: Path) -> None:
+    run(node, write_csv(tmp_path / "good.csv", 50, seed=1))
+    before = (counts(node), stored(node, "w"))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("ref,imo\n")
+    with pytest.raises(IngestRejected, match="list 'w' is unchanged; to empty it, pass --allow"):
+        run(node, empty, replace=True)
+    assert (counts(node), stored(node, "w")) == before
+    run(node, empty, replace=True, allow_empty=True)
+    assert counts(node)["w"][1:] == (0, 0, 2)
+
+
+# -- labels and limits --------------------------------------------------------------------------
+
+
+def test_overlong_label_rejects_its_row(node: NodeConfig, tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    long = "x" * 200_000
+    path.write_text(
+        f'ref,label,imo\nA,"{long}",9074729\nB,"ok, fine",9074729\nC,"bell\x07",9074729\n'
+        f"D,{'y' * MAX_LABEL_CHARS},9074729\n"
+    )
+    result = run(node, path)
+    assert [(r.line, r.column) for r in result.rejected] == [(2, "label"), (4, "label")]
+    assert "200,000 characters" in result.rejected[0].reason
+    assert "control character" in result.rejected[1].reason
+    assert [(ref, label) for ref, label, *_ in stored(node, "w")] == [
+        ("B", "ok, fine"),
+        ("D", "y" * MAX_LABEL_CHARS),
+    ]
+
+
+def test_oversized_field_fails_the_file(node: NodeConfig, tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text(f'ref,imo,label\nA,9074729,ok\nB,9074729,"{"z" * (2 * FIELD_LIMIT)}"\n')
+    with pytest.raises(InvalidInput, match=f"{path}, line 3, column 'label': .*safety limit"):
+        run(node, path)
+    assert counts(node) == {}
+
+
+# -- .xlsx and other files ----------------------------------------------------------------------
+
+
+def test_xlsx_sheet(node: NodeConfig, tmp_path: Path) -> None:
+    workbook = openpyxl.Workbook(write_only=True)
+    workbook.create_sheet("Notes").append(["read me"])
+    sheet = workbook.create_sheet("Lijst")
+    sheet.append(["ref", "imo", "awb"])
+    sheet.append(["X1", 9074729, None])
+    sheet.append(["X2", "IMO 9074729", 17612345675])
+    path = tmp_path / "lists.xlsx"
+    workbook.save(path)
+    with pytest.raises(InvalidInput, match="row 1 \\(header\\): unknown column 'read me'"):
+        run(node, path)
+    with pytest.raises(InvalidInput, match="no sheet 'lijst'; its sheets are 'Notes', 'Lijst'"):
+        run(node, path, sheet="lijst")
+    result = run(node, path, sheet="Lijst")
+    assert (result.rows, result.records, result.elements, result.rejected) == (2, 2, 3, [])
+
+
+def test_old_xls_and_missing_file(node: NodeConfig, tmp_path: Path) -> None:
+    path = tmp_path / "list.xls"
+    path.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1000))
+    with pytest.raises(InvalidInput, match="save it as .xlsx .* or as CSV"):
+        run(node, path)
+    with pytest.raises(NotFound, match="not found"):
+        run(node, tmp_path / "missing.csv")
+    assert counts(node) == {}
+
+
+def test_progress_is_reported_to_the_end(node: NodeConfig, tmp_path: Path) -> None:
+    calls: list[tuple[float, int]] = []
+    path = write_export(tmp_path / "l.json", sample_records(120, seed=2), "json")
+    result = run(node, path, on_progress=lambda done, rows: calls.append((done, rows)))
+    assert calls[-1] == (1.0, 120) == (1.0, result.rows)
+    assert all(0.0 <= done <= 1.0 for done, _ in calls)
+
+
+def test_collector_settings_are_restored(node: NodeConfig, tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    run(node, write_csv(tmp_path / "a.csv", 20, seed=1))
+    broken = tmp_path / "b.json"
+    broken.write_text("[{")
+    with pytest.raises(InvalidInput):
+        run(node, broken)
+    assert gc.get_threshold() == before

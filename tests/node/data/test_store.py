@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from node.data.identifiers import CANON_VERSION
 from node.data.store import SCHEMA_VERSION, Store
-from node.errors import NotFound
+from node.errors import Incompatible, NotFound
 
 
 def test_schema_version_and_pragmas(tmp_path: Path) -> None:
@@ -54,8 +55,9 @@ def test_audit_is_append_only(tmp_path: Path) -> None:
 def test_list_points_sessions_hits(tmp_path: Path) -> None:
     with Store.open(tmp_path, create=True) as store, store.transaction() as conn:
         conn.execute(
-            "INSERT INTO lists (id, name, kind, version, updated_at) "
-            "VALUES (1, 'w', 'watchlist', 1, 'x')"
+            "INSERT INTO lists (id, name, kind, version, updated_at, canon_version) "
+            "VALUES (1, 'w', 'watchlist', 1, 'x', ?)",
+            (CANON_VERSION,),
         )
         conn.execute("INSERT INTO records VALUES (1, 1, 'r1', 'case 1'), (2, 1, 'r2', NULL)")
         conn.executemany(
@@ -99,3 +101,21 @@ def test_list_points_sessions_hits(tmp_path: Path) -> None:
         assert session["status"] == "done" and session["match_count"] == 1
         with pytest.raises(NotFound):
             store.finish_session("nope", "done")
+
+
+def test_a_list_made_under_older_canonical_forms_is_not_matched(tmp_path: Path) -> None:
+    with Store.open(tmp_path, create=True) as store, store.transaction() as conn:
+        # A list as an older blindmatch stored it: the migration gave it canon_version 1.
+        conn.execute(
+            "INSERT INTO lists (name, kind, version, updated_at) "
+            "VALUES ('old', 'watchlist', 3, 'x')"
+        )
+    with Store.open(tmp_path) as store:
+        (info,) = store.lists()
+        assert info.stale and info.to_json()["version"] == 3
+        with pytest.raises(Incompatible, match="--list old --replace FILE") as refused:
+            store.list_points("old", "x25519-blake3")
+        assert (
+            refused.value.peer
+            == "list 'old' must be reloaded by its agency before it can be matched"
+        )

@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.generated.blindmatch.v1 import matching_pb2 as pb
+from node.policy import PROTOCOL_VERSION
 from node.setup.config import NodeConfig, write_config
 from tests.federation import Federation
 
@@ -98,7 +99,7 @@ def raw_methods(channel: grpc.Channel) -> dict[str, Any]:
 def hello(**fields: object) -> pb.InitiatorMessage:
     """A valid hello for list `targets`, with `fields` replaced."""
     values: dict[str, object] = dict(
-        protocol_version=1,
+        protocol_version=PROTOCOL_VERSION,
         session_id=secrets.token_hex(16),
         suite="x25519-blake3",
         mode=pb.MODE_MUTUAL,

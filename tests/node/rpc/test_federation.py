@@ -54,6 +54,7 @@ EXPECTED_CUSTOMS = {
     ("C3", "person"),
     ("C3", "person_year"),
     ("C3", "passport"),
+    ("C3", "passport_number"),
 }
 EXPECTED_POLICE = {
     ("P1", "person"),
@@ -63,6 +64,7 @@ EXPECTED_POLICE = {
     ("P3", "person"),
     ("P3", "person_year"),
     ("P3", "passport"),
+    ("P3", "passport_number"),
 }
 LABELS = {
     "C1": "customs case C1",
@@ -106,7 +108,7 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 def test_mutual_session_matches_messy_notations_on_both_sides(fed: Federation) -> None:
     result = fed.match("customs-nl", "police-nl", "seizures", "targets")
     assert result["mode"] == "mutual" and result["suite"] == "x25519-blake3"
-    assert result["match_count"] == 7
+    assert result["match_count"] == 8
     assert {(m["ref"], m["type"]) for m in result["matches"]} == EXPECTED_CUSTOMS
     police_labels = {
         "C1": "police op TULIP",
@@ -126,7 +128,7 @@ def test_mutual_session_matches_messy_notations_on_both_sides(fed: Federation) -
 
 def test_count_session_reveals_only_the_number(fed: Federation) -> None:
     result = fed.match("customs-nl", "police-nl", "seizures", "targets", mode="count")
-    assert (result["match_count"], result["matches"]) == (7, [])
+    assert (result["match_count"], result["matches"]) == (8, [])
     for agency in ("customs-nl", "police-nl"):
         assert not [h for h in fed.hits(agency) if h["session_id"] == result["session_id"]]
     # The responder never learns the count, so its log must not claim one.
@@ -222,7 +224,7 @@ def raw_session(fed: Federation, messages: list[pb.InitiatorMessage]) -> grpc.Rp
             "open with a hello",
         ),
         ([hello(suite="p256-sha256")], grpc.StatusCode.FAILED_PRECONDITION, "suite"),
-        ([hello(protocol_version=2)], grpc.StatusCode.FAILED_PRECONDITION, "protocol version 2"),
+        ([hello(protocol_version=3)], grpc.StatusCode.FAILED_PRECONDITION, "protocol version 3"),
         (
             [hello(set_size=10**9)],
             grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -253,7 +255,7 @@ def test_hostile_messages_are_refused_and_the_node_keeps_serving(
     error = raw_session(fed, messages)
     assert error.code() == code and reason in error.details()
     result = fed.match("customs-nl", "police-nl", "seizures", "targets", mode="count")
-    assert result["match_count"] == 7
+    assert result["match_count"] == 8
 
 
 def test_health_and_reflection_are_served(fed: Federation) -> None:
@@ -314,7 +316,8 @@ def test_responder_killed_mid_session_leaves_no_partial_hits(fed: Federation) ->
         out, err = match.communicate(timeout=120)
     finally:
         match.kill()
-    assert match.returncode == 1 and out == ""
+    assert match.returncode == 1
+    assert json.loads(out)["error"]["kind"] == "peer_error"  # --json: the error on stdout too
     assert err.startswith("blindmatch: error: peer police-nl")
     assert fed.hits("customs-nl") == hits_before
     with sqlite3.connect(fed.node("customs-nl") / "store.sqlite") as db:

@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 from crypto import oprf
 from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
+from node.policy import PROTOCOL_VERSION
 from tests.federation import Federation, peer_channel
 from tests.node.rpc.peer_wire import (
     REFUSAL_EVENTS,
@@ -80,6 +81,8 @@ C4,Secret Person,1971-01-01,ZZ9876543,NLD,+31 6 99887766,,customs C4
 SECRET = """ref,passport,passport_country,label
 S1,AA1111111,NLD,undercover
 """
+
+BAD_VERSIONS = [0, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, 2**32 - 1]
 
 
 @dataclass
@@ -127,7 +130,9 @@ def served() -> Iterator[Served]:
         expected = fed.match(HOSTILE, RESPONDER, "mine", "targets")["match_count"]
         with _channel(fed) as channel:
             stub = pb_grpc.MatchingStub(channel)
-            request = pb.FetchEncodedListRequest(protocol_version=1, list="targets", purpose="t")
+            request = pb.FetchEncodedListRequest(
+                protocol_version=PROTOCOL_VERSION, list="targets", purpose="t"
+            )
             chunk = next(iter(stub.FetchEncodedList(request, timeout=30)))
             reply = _hello_reply(fed, stub)
         yield Served(fed, expected, reply.set_size, chunk.epoch, chunk.list_version)
@@ -183,7 +188,7 @@ def not_utf8(message: pb.InitiatorMessage) -> bytes:
 
 
 HELLO = dict(
-    protocol_version=1,
+    protocol_version=PROTOCOL_VERSION,
     suite="x25519-blake3",
     mode=pb.MODE_MUTUAL,
     list="targets",
@@ -192,7 +197,7 @@ HELLO = dict(
     initiator_list="mine",
 )
 HOSTILE_HELLO = {
-    "protocol_version": st.sampled_from([0, 2, 2**32 - 1]),
+    "protocol_version": st.sampled_from(BAD_VERSIONS),
     "session_id": st.one_of(st.sampled_from(REUSED_IDS), texts()),
     "suite": texts("ristretto255-sha512"),
     "mode": st.sampled_from([pb.MODE_UNSPECIFIED, pb.MODE_COUNT, 3, -1, 2**31 - 1]),
@@ -404,14 +409,16 @@ def test_hostile_fetches(served: Served) -> None:
     before = len(audit_entries(node, ("screen.refused",)))
     tally = Tally()
     hostile = {
-        "protocol_version": st.sampled_from([0, 2, 2**32 - 1]),
+        "protocol_version": st.sampled_from(BAD_VERSIONS),
         "list": texts("missing-list", "secret-ops", "no-such-list", "a" * 100),
         "purpose": texts(),
     }
 
     @st.composite
     def requests(draw: st.DrawFn) -> pb.FetchEncodedListRequest:
-        fields: dict[str, Any] = dict(protocol_version=1, list="targets", purpose="hostile fetch")
+        fields: dict[str, Any] = dict(
+            protocol_version=PROTOCOL_VERSION, list="targets", purpose="hostile fetch"
+        )
         for name in draw(st.sets(st.sampled_from(sorted(hostile)), max_size=3)):
             fields[name] = draw(hostile[name])
         return pb.FetchEncodedListRequest(**fields)
@@ -447,7 +454,7 @@ def test_hostile_screening_queries(served: Served) -> None:
     tally = Tally()
     points = [oprf.hash_to_group(bytes([i])) for i in range(4)]
     hostile = {
-        "protocol_version": st.sampled_from([0, 2, 2**32 - 1]),
+        "protocol_version": st.sampled_from(BAD_VERSIONS),
         "session_id": texts(),
         "list": texts("missing-list", "secret-ops", "no-such-list", "a" * 100),
         "purpose": texts(),
@@ -467,7 +474,7 @@ def test_hostile_screening_queries(served: Served) -> None:
     @st.composite
     def requests(draw: st.DrawFn) -> pb.ScreenRequest:
         fields: dict[str, Any] = dict(
-            protocol_version=1,
+            protocol_version=PROTOCOL_VERSION,
             session_id=draw(fresh_ids),
             list="targets",
             epoch=served.epoch,

@@ -24,6 +24,7 @@ import pytest
 from crypto import oprf
 from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
+from node.policy import PROTOCOL_VERSION
 from tests.federation import Federation, peer_channel
 from tests.node.rpc.peer_wire import (
     CLASS_NAME,
@@ -104,7 +105,9 @@ def _echoed(message: Any) -> tuple[str, ...]:
 
 
 def _fetch(**fields: object) -> pb.FetchEncodedListRequest:
-    values: dict[str, object] = dict(protocol_version=1, list="targets", purpose="peer text test")
+    values: dict[str, object] = dict(
+        protocol_version=PROTOCOL_VERSION, list="targets", purpose="peer text test"
+    )
     return pb.FetchEncodedListRequest(**{**values, **fields})  # type: ignore[arg-type]
 
 
@@ -140,7 +143,7 @@ def _provoke(fed: Federation) -> dict[str, Refusal]:
 
     def screen(**fields: object) -> pb.ScreenRequest:
         values: dict[str, object] = dict(
-            protocol_version=1,
+            protocol_version=PROTOCOL_VERSION,
             session_id=secrets.token_hex(16),
             list="targets",
             epoch=screen_epoch.epoch,
@@ -162,7 +165,7 @@ def _provoke(fed: Federation) -> dict[str, Refusal]:
         "forbidden-absent-list": _session(fed, CUSTOMS, hello(list="no-such-list")),
         "forbidden-mode": _session(fed, CUSTOMS, hello(mode=pb.MODE_COUNT)),
         "missing-allowed-list": _session(fed, CUSTOMS, hello(list="missing-list")),
-        "bad-version": _session(fed, CUSTOMS, hello(protocol_version=2)),
+        "bad-version": _session(fed, CUSTOMS, hello(protocol_version=PROTOCOL_VERSION + 1)),
         "bad-session-id": _session(fed, CUSTOMS, hello(session_id="x" * 100_000)),
         "reused-session-id": _session(fed, CUSTOMS, hello(session_id=used.hello.session_id)),
         "bad-suite": _session(fed, CUSTOMS, hello(suite="p256-sha256")),

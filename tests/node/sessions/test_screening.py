@@ -20,6 +20,7 @@ from crypto.batch import BatchRunner
 from node.data import audit
 from node.data.ingest import ingest_file
 from node.errors import LimitExceeded, PeerError, PolicyDenied
+from node.policy import PROTOCOL_VERSION
 from node.sessions.answering import Answering
 from node.sessions.screen_initiator import LocalTransport, run_screen
 from node.sessions.screen_responder import build_encoded_list, current_epoch, rotate_epoch
@@ -83,9 +84,9 @@ def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: P
         screen = _match(fed, "screen")
         assert screen["mode"] == "screen" and screen["suite"] == "ristretto255-sha512"
         assert sorted(map(_key, screen["matches"])) == sorted(map(_key, mutual["matches"]))
-        assert screen["match_count"] == mutual["match_count"] == 4
+        assert screen["match_count"] == mutual["match_count"] == 6
         assert screen["local_count"] == mutual["local_count"]
-        assert screen["peer_count"] == 7  # encoded entries: one per stored element
+        assert screen["peer_count"] == 11  # encoded entries: one per stored element
         assert any(m["peer_label"] == "Case 1: contact police ops; Case 5 (same passport as P-1)"
                    for m in screen["matches"])  # fmt: skip
         # The responder records no hits for screening, the initiator records them.
@@ -112,7 +113,7 @@ def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: P
         assert conn.execute("SELECT epoch FROM screen_cache").fetchall() == [(fetched()[1],)]
         conn.close()
         answered = [b for e, b in _audit_events(tmp_path / "police-nl") if e == "screen.answered"]
-        assert len(answered) == 3 and all(a["batch_size"] == 7 for a in answered)
+        assert len(answered) == 3 and all(a["batch_size"] == 10 for a in answered)
         assert all("element" not in json.dumps(a) for a in answered)
     finally:
         fed.close()
@@ -137,7 +138,7 @@ def test_hostile_screen_requests_are_refused_and_change_nothing(tmp_path: Path) 
 
             def fetch(list_name: str) -> pb.EncodedListChunk:
                 request = pb.FetchEncodedListRequest(
-                    protocol_version=1, list=list_name, purpose="hostile test"
+                    protocol_version=PROTOCOL_VERSION, list=list_name, purpose="hostile test"
                 )
                 return next(iter(stub.FetchEncodedList(request, timeout=30)))
 
@@ -149,8 +150,9 @@ def test_hostile_screen_requests_are_refused_and_change_nothing(tmp_path: Path) 
 
             def screen(blinded: bytes, **fields: object) -> grpc.RpcError:
                 values: dict[str, object] = dict(
-                    protocol_version=1, session_id="ab" * 16, list="wl", epoch=header.epoch,
-                    list_version=header.list_version, purpose="hostile test", blinded=blinded,
+                    protocol_version=PROTOCOL_VERSION, session_id="ab" * 16, list="wl",
+                    epoch=header.epoch, list_version=header.list_version, purpose="hostile test",
+                    blinded=blinded,
                 )  # fmt: skip
                 values.update(fields)
                 with pytest.raises(grpc.RpcError) as caught:
@@ -165,8 +167,8 @@ def test_hostile_screen_requests_are_refused_and_change_nothing(tmp_path: Path) 
                 (screen(bytes(32)), grpc.StatusCode.INVALID_ARGUMENT, "the identity element"),
                 (screen(bytes(64), epoch=header.epoch + 1), grpc.StatusCode.FAILED_PRECONDITION,
                  "fetch the encoded list again"),
-                (screen(bytes(64), protocol_version=2), grpc.StatusCode.FAILED_PRECONDITION,
-                 "protocol version 2"),
+                (screen(bytes(64), protocol_version=9), grpc.StatusCode.FAILED_PRECONDITION,
+                 "protocol version 9"),
                 (screen(bytes(64), purpose=""), grpc.StatusCode.INVALID_ARGUMENT, "purpose"),
             ]  # fmt: skip
             for error, code, reason in cases:
@@ -178,7 +180,7 @@ def test_hostile_screen_requests_are_refused_and_change_nothing(tmp_path: Path) 
         refused = [b for e, b in _audit_events(tmp_path / "police-nl") if e == "screen.refused"]
         assert len(refused) == len(cases) + 1  # and the unknown list's fetch
         screen_result = _match(fed, "screen")  # the node keeps serving
-        assert screen_result["match_count"] == 4
+        assert screen_result["match_count"] == 6
     finally:
         fed.close()
 
@@ -228,8 +230,8 @@ def _screen(police: NodeContext, customs: NodeContext, transport: Any = None) ->
 
 def test_budget_exhausted_is_refused_with_reset_time(pair: Any) -> None:
     police, customs = pair
-    result = _screen(police, customs)  # 7 items of a budget of 10
-    assert result.match_count == 4
+    result = _screen(police, customs)  # 10 items of a budget of 10
+    assert result.match_count == 6
     with pytest.raises(LimitExceeded, match=r"resets at \d{4}-\d\d-\d\dT00:00:00Z"):
         _screen(police, customs)
     refused = [b for e, b in _audit_events(police.config.node_dir) if e == "screen.refused"]
@@ -239,7 +241,7 @@ def test_budget_exhausted_is_refused_with_reset_time(pair: Any) -> None:
 def test_labels_withheld_by_policy(pair: Any) -> None:
     police, customs = pair
     result = _screen(police, customs)
-    assert result.match_count == 4 and all(m["peer_label"] is None for m in result.matches)
+    assert result.match_count == 6 and all(m["peer_label"] is None for m in result.matches)
 
 
 def test_mode_not_allowed_is_denied(pair: Any) -> None:
@@ -265,7 +267,7 @@ def test_list_change_and_rotation_refetch_and_incremental_build(pair: Any, tmp_p
         ingest_file(store, tmp_path / "more.csv", "wl", police.config.canon_context(),
                     police.audit_key, executor=None)  # fmt: skip
         assert current_epoch(police, store, "wl").id == epoch.id  # same epoch, one more entry
-        assert store.conn.execute("SELECT count(*) FROM screen_entries").fetchone()[0] == 8
+        assert store.conn.execute("SELECT count(*) FROM screen_entries").fetchone()[0] == 12
     second = _screen(police, customs)  # the list changed: refused as stale, fetched again
     assert second.match_count == first.match_count + 1
     with police.open_store() as store:
@@ -313,7 +315,7 @@ def test_build_over_a_pool_encodes_every_element_once(pair: Any, tmp_path: Path)
         ingest_file(store, tmp_path / "big.csv", "big", police.config.canon_context(),
                     police.audit_key, executor=None)  # fmt: skip
         epoch = rotate_epoch(police, store, "big", "op")
-        assert build_encoded_list(police, store, epoch) == 3000
+        assert build_encoded_list(police, store, epoch) == 6000
         assert build_encoded_list(police, store, epoch) == 0  # nothing left to encode
         sk, _ = epoch.key_pair()
         rows = store.conn.execute(
@@ -321,7 +323,7 @@ def test_build_over_a_pool_encodes_every_element_once(pair: Any, tmp_path: Path)
             "JOIN elements e ON e.id = s.element_id WHERE s.epoch_id = ?",
             (epoch.id,),
         ).fetchall()
-        assert len({element for element, _, _ in rows}) == len(rows) == 3000
+        assert len({element for element, _, _ in rows}) == len(rows) == 6000
         for element, tag, sealed in rows[::97]:
             output = oprf.evaluate(sk, element, oprf.MODE_VOPRF)
             assert tag == screening.tag_of(output)
@@ -355,7 +357,7 @@ def test_build_restarts_on_the_epoch_another_process_rotated_to(pair: Any) -> No
         assert epoch.id == rotations[-1]["epoch"]  # the build moved to the new epoch
         assert store.conn.execute(
             "SELECT epoch_id, count(*) FROM screen_entries GROUP BY epoch_id"
-        ).fetchall() == [(epoch.id, 7)]
+        ).fetchall() == [(epoch.id, 11)]
 
 
 def _first_epoch(node_dir: Path, list_name: str, start: Any) -> int:
