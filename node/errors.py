@@ -3,7 +3,7 @@
     NodeError
     ├── InvalidIdentifier   a value that is not a valid identifier of its type (has .type, .reason)
     ├── InvalidInput        a malformed input file: bad header, unknown column, undecodable line
-    │   └── IngestRejected  a --strict ingest that stored nothing because rows were rejected
+    │   └── IngestRejected  an ingest that stored nothing (--strict rejects, or no record)
     ├── ConfigError         node.toml or a command-line option that cannot be used as given
     ├── NotFound            a list, peer, session or file that does not exist
     ├── PolicyDenied        the local policy for this peer does not allow the request
@@ -80,7 +80,10 @@ class InvalidInput(NodeError):
 
 
 class IngestRejected(InvalidInput):
-    """A --strict ingest that stored nothing because rows were rejected; `result` lists them."""
+    """An ingest that stored nothing (--strict and rows rejected, or no record at all).
+
+    `result` is the ingest's result, with the rejections, for the operator.
+    """
 
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message, result)

@@ -312,8 +312,9 @@ def _print_ingest(result: IngestResult, as_json: bool, error: Exception | None =
     if not result.stored:
         verb = "read (nothing stored)"
     print(
-        f"list {result.name} ({result.kind}): {result.rows:,} rows read, {result.records:,} "
-        f"records and {result.elements:,} elements {verb}, {len(result.rejected):,} rejected"
+        f"list {result.name} ({result.kind}) from {result.read_as}: {result.rows:,} rows read, "
+        f"{result.records:,} records and {result.elements:,} elements {verb}, "
+        f"{len(result.rejected):,} rejected"
     )
     for r in result.rejected[:_MAX_REJECTS_SHOWN]:
         print(f"  line {r.line}, {r.column}: {r.reason}")

@@ -292,8 +292,13 @@ def _excel_value(column: str, text: str) -> object:
 
 
 def _write_xlsx(path: Path, records: Iterable[Mapping[str, str]], columns: Sequence[str]) -> None:
-    workbook = openpyxl.Workbook(write_only=True)
-    sheet = workbook.create_sheet("List")
+    # Not write-only mode: like Excel, the normal mode stores text in a shared-strings table
+    # and the sheet's dimension, which readers rely on (write-only files have inline text
+    # and no dimension, so openpyxl reads them twice as slowly as a real export).
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "List"
     sheet.append(list(columns))
     for record in records:
         sheet.append([_excel_value(k, record.get(k, "")) for k in columns])
