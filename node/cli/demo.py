@@ -26,12 +26,15 @@ __all__ = ["CONFIG_DIR", "main"]
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 CLI = [sys.executable, "-m", "node.cli"]
-# Each example agency and the list file it ingests.
+# Each example agency, the list file it ingests and that file's kind.
 AGENCIES = {
     "customs-nl": ("seizures", "seizures"),
     "police-nl": ("targets", "watchlist"),
     "border-guard-be": ("alerts", "watchlist"),
 }
+# How a file was exported, where it is not UTF-8 CSV: customs' is Excel's "CSV" on a
+# Dutch desktop (semicolons, Windows-1252, CRLF).
+EXPORT_OPTIONS = {"customs-nl": ("--encoding", "cp1252")}
 
 
 def blindmatch(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -99,6 +102,7 @@ def set_up(root: Path) -> dict[str, Path]:
             "--kind",
             kind,
             str(CONFIG_DIR / agency / f"{list_name}.csv"),
+            *EXPORT_OPTIONS.get(agency, ()),
         )
         nodes[agency] = node
     return nodes
