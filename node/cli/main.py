@@ -44,16 +44,16 @@ from node.data.store import KINDS, Store
 from node.errors import ConfigError, IngestRejected, NodeError
 from node.setup import pki
 from node.setup.config import (
-    DEFAULT_MODES,
     MODES,
     SERVING_LIMITS,
     SETTABLE,
     NodeConfig,
     PeerPolicy,
-    add_peer,
     check_address,
     check_agency,
     with_option,
+    with_peer,
+    without_peer,
     write_config,
 )
 
@@ -196,11 +196,8 @@ def _cmd_config_set(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.node_dir)
     updated = with_option(config, args.key, args.value)
     before, after = getattr(config, args.key), getattr(updated, args.key)
-    key = audit.load_signing_key(config.audit_key)
-    with Store.open(config.store_path) as store, store.transaction() as conn:
-        fields = {"operator": _operator(args), "key": args.key, "before": before, "after": after}
-        audit.append(conn, key, "config.set", fields)
-        write_config(updated)  # inside the transaction: a failed write leaves no audit entry
+    fields = {"operator": _operator(args), "key": args.key, "before": before, "after": after}
+    _write_audited(config, updated, "config.set", fields)
     print(f"{args.key}: {before!r} -> {after!r} in {config.config_path}")
     if args.key in ("region", "date_order"):
         print("applies to ingests from now on; lists already stored keep their elements")
@@ -222,49 +219,145 @@ def _cmd_config_show(args: argparse.Namespace) -> int:
 # -- peer add -----------------------------------------------------------------------------------
 
 
+def _peer_options(p: argparse.ArgumentParser, *, new: bool) -> None:
+    """The policy options of `peer add` (defaults for what is not given) and `peer set`."""
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--agency", required=True, help="the peer's agency id")
+    p.add_argument("--address", required=new, metavar="HOST:PORT", help="where the peer listens")
+    p.add_argument("--lists", metavar="L1,L2", help="lists the peer may match ('' or absent: all)")
+    p.add_argument(
+        "--modes", metavar="MODES", help=f"allowed modes, from {','.join(sorted(MODES))}"
+    )
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--release-labels", action="store_true", default=None, help="release labels on a match"
+    )
+    labels.add_argument(
+        "--withhold-labels", action="store_false", dest="release_labels", help="release none"
+    )
+    p.add_argument("--max-set-size", type=int, metavar="N", help="largest set it may declare")
+    p.add_argument("--sessions-per-hour", type=int, metavar="N", help="sessions per direction")
+    p.add_argument("--max-concurrent", type=int, metavar="N", help="calls served at once")
+    p.add_argument(
+        "--screen-budget",
+        "--screen-budget-per-day",
+        type=int,
+        metavar="N",
+        dest="screen_budget_per_day",
+        help="screening items evaluated for it per day",
+    )
+    p.add_argument("--operator", help="who changes the policy (default: the OS user)")
+
+
 def _add_peer(subparsers: Subparsers) -> None:
     peer = subparsers.add_parser("peer", help="manage peer agencies and their policy")
     peer_sub = peer.add_subparsers(dest="peer_command", required=True, metavar="COMMAND")
-    p = peer_sub.add_parser("add", help="add or update a peer and its policy")
-    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
-    p.add_argument("--agency", required=True, help="the peer's agency id")
-    p.add_argument("--address", required=True, metavar="HOST:PORT")
-    p.add_argument("--lists", metavar="L1,L2", help="lists the peer may match (default: all)")
-    p.add_argument(
-        "--modes",
-        default=",".join(sorted(DEFAULT_MODES)),
-        metavar="MODES",
-        help=f"allowed modes, from {','.join(sorted(MODES))} (default: count,mutual)",
+    defaults = PeerPolicy("default", "localhost:1")
+    add = peer_sub.add_parser(
+        "add",
+        help="add a peer; options not given take their defaults",
+        epilog=(
+            f"defaults: modes {','.join(sorted(defaults.modes))}, labels withheld, "
+            f"--max-set-size {defaults.max_set_size}, --sessions-per-hour "
+            f"{defaults.sessions_per_hour}, --max-concurrent {defaults.max_concurrent}, "
+            f"--screen-budget {defaults.screen_budget_per_day}"
+        ),
     )
-    p.add_argument("--release-labels", action="store_true", help="release labels on a match")
-    p.add_argument("--max-set-size", type=int, default=1_000_000, metavar="N")
-    p.add_argument("--sessions-per-hour", type=int, default=60, metavar="N")
-    p.add_argument(
-        "--max-concurrent", type=int, default=4, metavar="N", help="calls served at once"
-    )
-    p.add_argument("--screen-budget-per-day", type=int, default=100_000, metavar="N")
-    p.set_defaults(func=_cmd_peer_add)
+    _peer_options(add, new=True)
+    add.set_defaults(func=_cmd_peer_change, new=True)
+    set_ = peer_sub.add_parser("set", help="change only the given options of a peer's policy")
+    _peer_options(set_, new=False)
+    set_.set_defaults(func=_cmd_peer_change, new=False)
+    remove = peer_sub.add_parser("remove", help="remove a peer and its policy")
+    remove.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    remove.add_argument("--agency", required=True, help="the peer's agency id")
+    remove.add_argument("--operator", help="who removes it (default: the OS user)")
+    remove.set_defaults(func=_cmd_peer_remove)
+    list_ = peer_sub.add_parser("list", help="show every peer and its policy")
+    list_.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    list_.add_argument("--json", action="store_true", help="print the peers as JSON")
+    list_.set_defaults(func=_cmd_peer_list)
 
 
-def _cmd_peer_add(args: argparse.Namespace) -> int:
-    policy = PeerPolicy(
-        agency=check_agency(args.agency),
-        address=args.address,
-        lists=_csv_option(args.lists),
-        modes=frozenset(_csv_option(args.modes)),
-        release_labels=args.release_labels,
-        max_set_size=args.max_set_size,
-        sessions_per_hour=args.sessions_per_hour,
-        max_concurrent=args.max_concurrent,
-        screen_budget_per_day=args.screen_budget_per_day,
-    )
-    add_peer(args.node_dir, policy)
+def _write_audited(
+    config: NodeConfig, updated: NodeConfig, event: str, fields: dict[str, Any]
+) -> None:
+    """Writes `updated` as node.toml with one audit entry, in one transaction."""
+    key = audit.load_signing_key(config.audit_key)
+    with Store.open(config.store_path) as store, store.transaction() as conn:
+        audit.append(conn, key, event, fields)
+        write_config(updated)  # inside the transaction: a failed write leaves no audit entry
+
+
+def _describe_peer(policy: PeerPolicy) -> str:
     lists = ", ".join(policy.lists) or "all lists"
     labels = "labels released" if policy.release_labels else "labels withheld"
-    print(
+    return (
         f"peer {policy.agency} at {policy.address}: {lists}; "
-        f"modes {', '.join(sorted(policy.modes))}; {labels}"
+        f"modes {', '.join(sorted(policy.modes))}; {labels}; {policy.sessions_per_hour}/h, "
+        f"{policy.max_concurrent} at once, sets up to {policy.max_set_size:,}, "
+        f"screening {policy.screen_budget_per_day:,}/day"
     )
+
+
+def _cmd_peer_change(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    changes: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in (
+            "address",
+            "release_labels",
+            "max_set_size",
+            "sessions_per_hour",
+            "max_concurrent",
+            "screen_budget_per_day",
+        )
+        if getattr(args, name) is not None
+    }
+    if args.lists is not None:
+        changes["lists"] = _csv_option(args.lists)
+    if args.modes is not None:
+        changes["modes"] = frozenset(_csv_option(args.modes))
+    if not args.new and not changes:
+        raise ConfigError("peer set changes nothing without an option; see 'peer set --help'")
+    updated = with_peer(config, args.agency, changes, new=args.new)
+    before = config.peers.get(args.agency)
+    after = updated.peers[args.agency]
+    _write_audited(
+        config,
+        updated,
+        "peer.added" if args.new else "peer.changed",
+        {
+            "operator": _operator(args),
+            "peer": args.agency,
+            "before": before.to_json() if before else None,
+            "after": after.to_json(),
+        },
+    )
+    print(_describe_peer(after))
+    print("a running 'blindmatch serve' reads peers at start: restart it to apply")
+    return 0
+
+
+def _cmd_peer_remove(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    updated = without_peer(config, args.agency)
+    before = config.peers[args.agency].to_json()
+    fields = {"operator": _operator(args), "peer": args.agency, "before": before, "after": None}
+    _write_audited(config, updated, "peer.removed", fields)
+    print(f"peer {args.agency} removed from {config.config_path}")
+    return 0
+
+
+def _cmd_peer_list(args: argparse.Namespace) -> int:
+    peers = [policy for _, policy in sorted(NodeConfig.load(args.node_dir).peers.items())]
+    if args.json:
+        _print_json([policy.to_json() for policy in peers])
+    elif not peers:
+        print(f"no peers in {args.node_dir}; add one with 'blindmatch peer add'")
+    else:
+        for policy in peers:
+            print(_describe_peer(policy))
     return 0
 
 

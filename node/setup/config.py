@@ -58,10 +58,11 @@ __all__ = [
     "NodeConfig",
     "PeerPolicy",
     "SETTABLE",
-    "add_peer",
     "check_address",
     "check_agency",
     "with_option",
+    "with_peer",
+    "without_peer",
     "write_config",
 ]
 
@@ -121,6 +122,15 @@ class PeerPolicy:
     def allows_mode(self, mode: str) -> bool:
         """Returns whether the peer may run sessions of `mode`."""
         return mode in self.modes
+
+    def to_json(self) -> dict[str, Any]:
+        """Returns the peer's policy as `peer list --json` prints it (DESIGN §6)."""
+        table = self.to_toml()
+        return {
+            "agency": self.agency,
+            **{k: v for k, v in table.items() if k != "screen_budget_per_day"},
+            "screen_budget": self.screen_budget_per_day,
+        }
 
     def to_toml(self) -> dict[str, Any]:
         """Returns the peer's table as written in node.toml."""
@@ -380,16 +390,38 @@ def write_config(config: NodeConfig) -> None:
         raise
 
 
-def add_peer(node_dir: str | os.PathLike[str], peer: PeerPolicy) -> NodeConfig:
-    """Adds or replaces a peer in `node_dir/node.toml` and returns the new config."""
-    config = NodeConfig.load(node_dir)
-    if peer.agency == config.agency:
-        raise ConfigError(f"peer {peer.agency!r} is this node's own agency; add another agency")
-    peers = dict(config.peers)
-    peers[peer.agency] = peer
-    new = dataclasses.replace(config, peers=MappingProxyType(peers))
-    write_config(new)
-    return new
+def with_peer(
+    config: NodeConfig, agency: str, changes: Mapping[str, Any], *, new: bool
+) -> NodeConfig:
+    """Returns `config` with peer `agency` added (`new`) or changed; writes nothing.
+
+    Only the policy fields in `changes` change; a new peer takes the defaults for
+    the rest. Raises ConfigError for a peer that exists (add) or does not (set),
+    this node's own agency, or a policy that does not validate.
+    """
+    check_agency(agency)
+    if agency == config.agency:
+        raise ConfigError(f"peer {agency!r} is this node's own agency; add another agency")
+    current = config.peers.get(agency)
+    if new and current is not None:
+        raise ConfigError(
+            f"peer {agency} is already configured; change it with 'blindmatch peer set "
+            f"{config.node_dir} --agency {agency} --OPTION VALUE' (only the options given change)"
+        )
+    if current is None and not new:
+        config.peer(agency)  # raises, saying how to add it
+    if new and "address" not in changes:
+        raise ConfigError(f"a new peer needs --address HOST:PORT (where {agency} listens)")
+    policy = dataclasses.replace(current, **changes) if current else PeerPolicy(agency, **changes)
+    return dataclasses.replace(config, peers=MappingProxyType({**config.peers, agency: policy}))
+
+
+def without_peer(config: NodeConfig, agency: str) -> NodeConfig:
+    """Returns `config` without peer `agency`; raises ConfigError if it is not configured."""
+    config.peer(agency)
+    return dataclasses.replace(
+        config, peers=MappingProxyType({k: v for k, v in config.peers.items() if k != agency})
+    )
 
 
 SETTABLE: Mapping[str, str] = MappingProxyType(

@@ -234,6 +234,6 @@ def test_streams_beyond_each_peers_cap_are_refused_at_once_and_the_rest_aborted_
 
 
 def test_the_servers_own_capacity_holds_400_stalled_sessions(fed: Federation) -> None:
-    for agency in STALLERS:  # `peer add` replaces the peer's whole policy
-        fed.add_peer(RESPONDER, agency, "--sessions-per-hour", "5000", "--max-concurrent", "200")
+    for agency in STALLERS:
+        fed.cli("peer", "set", fed.node(RESPONDER), "--agency", agency, "--max-concurrent", "200")
     _run_stall(fed, limit=STREAMS)
