@@ -45,7 +45,6 @@ from node.errors import ConfigError, IngestRejected, NodeError
 from node.setup import pki
 from node.setup.config import (
     MODES,
-    SERVING_LIMITS,
     SETTABLE,
     NodeConfig,
     PeerPolicy,
@@ -201,8 +200,10 @@ def _cmd_config_set(args: argparse.Namespace) -> int:
     print(f"{args.key}: {before!r} -> {after!r} in {config.config_path}")
     if args.key in ("region", "date_order"):
         print("applies to ingests from now on; lists already stored keep their elements")
-    elif args.key in SERVING_LIMITS or args.key == "screen_epoch_hours":
-        print("a running 'blindmatch serve' reads this at start: restart it to apply")
+    elif args.key in ("max_sessions", "grace_seconds"):
+        print("a running 'blindmatch serve' applies this after a restart")
+    else:
+        print("a running 'blindmatch serve' applies it within seconds")
     return 0
 
 
@@ -335,7 +336,7 @@ def _cmd_peer_change(args: argparse.Namespace) -> int:
         },
     )
     print(_describe_peer(after))
-    print("a running 'blindmatch serve' reads peers at start: restart it to apply")
+    print("a running 'blindmatch serve' applies it within seconds")
     return 0
 
 
@@ -545,6 +546,7 @@ def _add_serve(subparsers: Subparsers) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from node.jobs.config_watch import watch_config
     from node.rpc.server import serve  # imports grpc: only for the commands that need it
 
     if args.workers < 1:
@@ -553,7 +555,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
     )
     try:
-        serve(str(args.node_dir), workers=args.workers)
+        serve(str(args.node_dir), workers=args.workers, jobs=[watch_config])
     except OSError as exc:
         raise ConfigError(str(exc)) from None
     return 0

@@ -30,10 +30,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -63,6 +63,8 @@ BLOCKING_THREADS = 32  # SQLite and waits on the process pool; streams need none
 # A forked server gets this when its parent dies (even by SIGKILL): it stops at once, its calls
 # cancelled and recorded failed, rather than draining for grace_seconds.
 PARENT_GONE = signal.SIGHUP
+Job = Callable[[NodeContext], Coroutine[Any, Any, None]]
+"""Work a serving process runs beside the server until it stops (`node.jobs`)."""
 MAX_MESSAGE = 4 * 1024 * 1024  # bytes; gRPC refuses a larger message (RESOURCE_EXHAUSTED)
 SERVER_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -232,7 +234,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(status.code, status.details, trailing_metadata=status.metadata)
 
 
-async def _serve(node: NodeContext, reuse_port: bool) -> None:
+async def _serve(node: NodeContext, reuse_port: bool, jobs: Sequence[Job]) -> None:
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking"))
     answering = Answering.of(node)
@@ -261,8 +263,12 @@ async def _serve(node: NodeContext, reuse_port: bool) -> None:
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    running = [asyncio.create_task(job(node), name=job.__name__) for job in jobs]
     print(f"{node.config.agency} serving on {listen} (pid {os.getpid()})", flush=True)
     await stopping.wait()
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
     await health_servicer.enter_graceful_shutdown()  # load balancers and peers see NOT_SERVING
     await server.stop(grace)
     with contextlib.suppress(BrokenPipeError):  # whoever read our output may be gone
@@ -278,24 +284,28 @@ def _server_credentials(node: NodeContext) -> grpc.ServerCredentials:
     )
 
 
-def _serve_process(node_dir: Path, reuse_port: bool) -> None:
+def _serve_process(node_dir: Path, reuse_port: bool, jobs: Sequence[Job]) -> None:
     pool = new_process_pool()  # forked now: before any gRPC object exists in this process
     try:
         node = NodeContext.load(node_dir, BatchRunner(pool))
-        asyncio.run(_serve(node, reuse_port))
+        asyncio.run(_serve(node, reuse_port, jobs))
     finally:
         pool.shutdown(cancel_futures=True)
 
 
-def serve(node_dir: str | os.PathLike[str], workers: int = 1) -> None:
-    """Serves until SIGTERM/SIGINT, draining calls in flight; `workers` processes share the port."""
+def serve(node_dir: str | os.PathLike[str], workers: int = 1, jobs: Sequence[Job] = ()) -> None:
+    """Serves until SIGTERM/SIGINT, draining calls in flight; `workers` processes share the port.
+
+    Each serving process also runs `jobs` (`node.jobs`: what a node does on its
+    own) on its event loop, and cancels them when it stops.
+    """
     node_dir = Path(node_dir)
     NodeContext.load(node_dir, BatchRunner())  # fail fast, with a clear error, before forking
     with serve_lock(node_dir):
         if workers <= 1:
-            _serve_process(node_dir, reuse_port=False)
+            _serve_process(node_dir, reuse_port=False, jobs=jobs)
             return
-        children = [_fork_worker(node_dir) for _ in range(workers)]
+        children = [_fork_worker(node_dir, jobs) for _ in range(workers)]
 
         def forward(signum: int, _frame: object) -> None:
             for child in children:
@@ -308,7 +318,7 @@ def serve(node_dir: str | os.PathLike[str], workers: int = 1) -> None:
             os.waitpid(child, 0)
 
 
-def _fork_worker(node_dir: Path) -> int:
+def _fork_worker(node_dir: Path, jobs: Sequence[Job]) -> int:
     """Forks one serving process (before any gRPC object exists); it dies with this one."""
     parent = os.getpid()
     pid = os.fork()
@@ -319,7 +329,7 @@ def _fork_worker(node_dir: Path) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(1, PARENT_GONE)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(0)
-        _serve_process(node_dir, reuse_port=True)
+        _serve_process(node_dir, reuse_port=True, jobs=jobs)
     except BaseException:
         log.exception("server worker failed")
         code = 1

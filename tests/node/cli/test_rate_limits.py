@@ -9,11 +9,13 @@ refused with RESOURCE_EXHAUSTED and a retry time within the coming hour.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import wait_until
 from tests.federation import Federation
 
 LIMIT = 2
@@ -61,3 +63,34 @@ def test_sessions_per_hour_are_counted_per_direction(fed: Federation) -> None:
     assert found, line
     retry = dt.datetime.fromisoformat(found.group(1).replace("Z", "+00:00"))
     assert asked < retry <= asked + dt.timedelta(hours=1, seconds=5), (asked, retry)
+
+
+def _set_on_serving_node(fed: Federation, agency: str, *options: str) -> None:
+    """Runs `peer set` on `agency`'s node and waits until its `serve` says it reloaded."""
+    log = fed.log(agency)
+    reloads = log.read_text().count("node.toml reloaded")
+    fed.cli("peer", "set", fed.node(agency), *options)
+    reloaded = lambda: log.read_text().count("node.toml reloaded") > reloads  # noqa: E731
+    assert wait_until(reloaded, 30, interval=0.1), f"{agency}'s serve did not reload node.toml"
+
+
+def test_peer_set_applies_to_a_serving_node_without_a_restart(fed: Federation) -> None:
+    serving = fed.servers["police-nl"]
+    before = json.loads(fed.cli("peer", "list", fed.node("police-nl"), "--json").stdout)
+    try:
+        _set_on_serving_node(
+            fed, "police-nl", "--agency", "customs-nl", "--sessions-per-hour", "100"
+        )
+        assert fed.match("customs-nl", "police-nl", "wl")["match_count"] == 1
+        _set_on_serving_node(fed, "police-nl", "--agency", "customs-nl", "--sessions-per-hour", "1")
+        refused = fed.match("customs-nl", "police-nl", "wl", check=False)
+        assert (
+            "RESOURCE_EXHAUSTED" in refused.stderr and "its 1 sessions per hour" in refused.stderr
+        )
+        after = json.loads(fed.cli("peer", "list", fed.node("police-nl"), "--json").stdout)
+        assert after == [{**before[0], "sessions_per_hour": 1}]  # nothing else changed
+        assert fed.servers["police-nl"] is serving and serving.poll() is None  # no restart
+    finally:
+        _set_on_serving_node(
+            fed, "police-nl", "--agency", "customs-nl", "--sessions-per-hour", str(LIMIT)
+        )
