@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import json
 import logging
@@ -672,6 +673,19 @@ def _add_audit(subparsers: Subparsers) -> None:
     verify.add_argument("node_dir", metavar="NODE_DIR", type=Path)
     verify.add_argument("--head", help="a head SEQ:HEX recorded earlier, to detect truncation")
     verify.set_defaults(func=_cmd_audit_verify)
+    export = sub.add_parser(
+        "export",
+        help="write the entries as JSON Lines with their chain fields, for a supervisory authority",
+        description=(
+            "Each line has seq, at, event, body, prev_hash, hash and signature: with the node's "
+            "audit.pub anyone can re-check them (chain format: node/data/audit.py). The "
+            "export itself is audited."
+        ),
+    )
+    export.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    export.add_argument("--since", metavar="ISO", help="only entries at or after this UTC time")
+    export.add_argument("--operator", help="who exports (default: the OS user)")
+    export.set_defaults(func=_cmd_audit_export)
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -683,6 +697,34 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     if not result.ok:
         raise NodeError(f"audit log of {config.agency} fails verification: {result}")
     print(result)
+    return 0
+
+
+def _since(text: str | None) -> dt.datetime | None:
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"--since {text!r} is not an ISO date or time, e.g. 2026-11-01 or 2026-11-01T08:00Z"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _cmd_audit_export(args: argparse.Namespace) -> int:
+    config = NodeConfig.load(args.node_dir)
+    since = _since(args.since)
+    key = audit.load_signing_key(config.audit_key)
+    with Store.open(config.store_path) as store:
+        count = 0
+        for line in audit.export(store.conn, since):
+            print(json.dumps(line, ensure_ascii=False))
+            count += 1
+        sys.stdout.flush()
+        with store.transaction() as conn:
+            fields = {"operator": _operator(args), "since": args.since or "", "entries": count}
+            audit.append(conn, key, "audit.exported", fields)
     return 0
 
 

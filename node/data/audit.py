@@ -107,6 +107,7 @@ __all__ = [
     "append",
     "entries",
     "entry_hash",
+    "export",
     "head",
     "load_public_key",
     "load_signing_key",
@@ -132,6 +133,11 @@ EVENTS = frozenset(
         "screen.query",
         "screen.answered",
         "epoch.rotated",
+        "config.set",
+        "peer.added",
+        "peer.changed",
+        "peer.removed",
+        "audit.exported",
     }
 )
 """The events the node records; `append` accepts any name of the same shape."""
@@ -314,6 +320,27 @@ def entries(conn: sqlite3.Connection, since_seq: int = 0) -> Iterator[AuditEntry
                 "run `blindmatch audit verify` to see what was altered"
             )
         yield AuditEntry(seq, when, event, fields)
+
+
+def export(conn: sqlite3.Connection, since: datetime | None = None) -> Iterator[dict[str, object]]:
+    """Yields the entries at or after `since`, in order, with every chain column (hex bytes).
+
+    Each line carries what the module docstring's verifier needs, so a third
+    party holding ``audit.pub`` can check the entries it was given, and that the
+    first follows on from the entry whose hash is its ``prev_hash``.
+    """
+    start = _format_at(since) if since else ""
+    query = f"SELECT {_COLUMNS} FROM audit WHERE at >= ? ORDER BY seq"
+    for seq, at, event, body, prev_hash, digest, signature in conn.execute(query, (start,)):
+        yield {
+            "seq": seq,
+            "at": at,
+            "event": event,
+            "body": body,
+            "prev_hash": bytes(prev_hash).hex(),
+            "hash": bytes(digest).hex(),
+            "signature": bytes(signature).hex(),
+        }
 
 
 def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
