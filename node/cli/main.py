@@ -226,7 +226,7 @@ def _peer_options(p: argparse.ArgumentParser, *, new: bool) -> None:
     p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
     p.add_argument("--agency", required=True, help="the peer's agency id")
     p.add_argument("--address", required=new, metavar="HOST:PORT", help="where the peer listens")
-    p.add_argument("--lists", metavar="L1,L2", help="lists the peer may match ('' or absent: all)")
+    p.add_argument("--lists", metavar="L1,L2", help="lists it may match, comma-separated ('': all)")
     p.add_argument(
         "--modes", metavar="MODES", help=f"allowed modes, from {','.join(sorted(MODES))}"
     )
