@@ -31,7 +31,7 @@ from pathlib import Path
 from bench.common import CORES, Floor, cpu_census, print_table, shared_runner, x25519_floor
 from loadtests.run import GENERATOR, TARGET, Federation, make_federation, serve, stop
 from node.rpc.client import match
-from node.setup.config import NodeConfig, add_peer
+from node.setup.config import NodeConfig, with_peer, write_config
 from node.setup.context import NodeContext
 
 __all__ = ["main"]
@@ -80,9 +80,9 @@ async def _drive(node: NodeContext, users: int, seconds: float, expected: int | 
 
 def _allow_users(federation: Federation, users: int) -> None:
     """Raises the target's per-peer concurrency cap for the generator to `users`."""
-    policy = NodeConfig.load(federation.target).peer(GENERATOR)
-    if policy.max_concurrent < users:
-        add_peer(federation.target, dataclasses.replace(policy, max_concurrent=users))
+    config = NodeConfig.load(federation.target)
+    if config.peer(GENERATOR).max_concurrent < users:
+        write_config(with_peer(config, GENERATOR, {"max_concurrent": users}, new=False))
 
 
 def _ms(seconds: float) -> str:

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from node.errors import ConfigError
-from node.setup.config import NodeConfig, PeerPolicy, add_peer, check_agency
+from node.setup.config import (
+    NodeConfig,
+    check_agency,
+    with_option,
+    with_peer,
+    without_peer,
+    write_config,
+)
 
 
 def test_round_trip_and_paths(node: NodeConfig) -> None:
@@ -19,11 +26,9 @@ def test_round_trip_and_paths(node: NodeConfig) -> None:
 
 
 def test_add_peer_defaults_and_policy(node: NodeConfig) -> None:
-    add_peer(node.node_dir, PeerPolicy("police-nl", "127.0.0.1:50052"))
-    add_peer(
-        node.node_dir,
-        PeerPolicy("kmar-nl", "[::1]:50053", lists=("a",), modes=frozenset({"screen"})),
-    )
+    config = with_peer(node, "police-nl", {"address": "127.0.0.1:50052"}, new=True)
+    changes = {"address": "[::1]:50053", "lists": ("a",), "modes": frozenset({"screen"})}
+    write_config(with_peer(config, "kmar-nl", changes, new=True))
     loaded = NodeConfig.load(node.node_dir)
     police, kmar = loaded.peer("police-nl"), loaded.peer("kmar-nl")
     assert police.allows_list("anything") and police.allows_mode("mutual")
@@ -64,3 +69,27 @@ def test_missing_config(tmp_path: Path) -> None:
 def test_bad_agency(agency: str) -> None:
     with pytest.raises(ConfigError, match="agency id"):
         check_agency(agency)
+
+
+def test_peer_changes_touch_only_what_is_given(node: NodeConfig) -> None:
+    config = with_peer(node, "police-nl", {"address": "h:1", "release_labels": True}, new=True)
+    changed = with_peer(config, "police-nl", {"sessions_per_hour": 1}, new=False)
+    assert changed.peer("police-nl").release_labels and changed.peer("police-nl").address == "h:1"
+    assert changed.peer("police-nl").sessions_per_hour == 1
+    with pytest.raises(ConfigError, match="already configured"):
+        with_peer(changed, "police-nl", {"address": "h:2"}, new=True)
+    with pytest.raises(ConfigError, match="needs --address"):
+        with_peer(changed, "kmar-nl", {}, new=True)
+    with pytest.raises(ConfigError, match="not configured"):
+        with_peer(changed, "kmar-nl", {"max_concurrent": 2}, new=False)
+    assert "police-nl" not in without_peer(changed, "police-nl").peers
+    with pytest.raises(ConfigError, match="own agency"):
+        with_peer(changed, node.agency, {"address": "h:1"}, new=True)
+
+
+def test_with_option_checks_like_load(node: NodeConfig) -> None:
+    assert with_option(node, "date_order", "mdy").date_order == "MDY"
+    assert with_option(node, "idle_seconds", " 45 ").idle_seconds == 45
+    for key, value in (("date_order", "YMD"), ("idle_seconds", "0"), ("agency", "x")):
+        with pytest.raises(ConfigError):
+            with_option(node, key, value)
