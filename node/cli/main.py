@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import getpass
 import json
@@ -302,24 +303,18 @@ def _describe_peer(policy: PeerPolicy) -> str:
     )
 
 
+_POLICY_OPTIONS = tuple(f.name for f in dataclasses.fields(PeerPolicy) if f.name != "agency")
+"""Every policy field, each an option of `peer add` and `peer set` (`_peer_options`)."""
+
+
 def _cmd_peer_change(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.node_dir)
-    changes: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in (
-            "address",
-            "release_labels",
-            "max_set_size",
-            "sessions_per_hour",
-            "max_concurrent",
-            "screen_budget_per_day",
-        )
-        if getattr(args, name) is not None
-    }
-    if args.lists is not None:
-        changes["lists"] = _csv_option(args.lists)
-    if args.modes is not None:
-        changes["modes"] = frozenset(_csv_option(args.modes))
+    given = {name: getattr(args, name) for name in _POLICY_OPTIONS}
+    changes: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
+    if "lists" in changes:
+        changes["lists"] = _csv_option(changes["lists"])
+    if "modes" in changes:
+        changes["modes"] = frozenset(_csv_option(changes["modes"]))
     if not args.new and not changes:
         raise ConfigError("peer set changes nothing without an option; see 'peer set --help'")
     updated = with_peer(config, args.agency, changes, new=args.new)
@@ -471,9 +466,7 @@ def _add_columns(subparsers: Subparsers) -> None:
 
 def _cmd_columns(args: argparse.Namespace) -> int:
     if args.json:
-        _print_json(
-            [{"column": c.column, "format": c.format, "example": c.example} for c in COLUMN_GUIDE]
-        )
+        _print_json([dataclasses.asdict(c) for c in COLUMN_GUIDE])
     else:
         print(_column_guide())
     return 0

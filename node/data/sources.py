@@ -202,7 +202,8 @@ def open_source(
             for option, value in (("--encoding", encoding), ("--delimiter", delimiter)):
                 if value is not None:
                     raise ConfigError(f"{option} applies to text files; {name} is a workbook")
-            header, chunks, description = _xlsx(stack, raw, name, sheet, chunk_rows)
+            rows: Iterator[tuple[int, Any]]
+            header, rows, description = _xlsx(stack, raw, name, sheet)
             fmt = "xlsx"
         else:
             if sheet is not None:
@@ -216,14 +217,12 @@ def open_source(
                     raise ConfigError(f"--delimiter applies to CSV files; {name} is JSON")
                 fmt = "json" if start == "[" else "jsonl"
                 header = None
-                read = reader.json_array if fmt == "json" else reader.json_lines
-                chunks = read(chunk_rows)
+                rows = reader.json_array() if fmt == "json" else reader.json_lines()
                 description = f"{'JSON array' if fmt == 'json' else 'JSON Lines'}, {reader.label}"
             else:
                 fmt = "csv"
-                header, chunks, description = reader.csv_rows(
-                    DELIMITERS.get(delimiter or ""), chunk_rows
-                )
+                header, rows, description = reader.csv_rows(DELIMITERS.get(delimiter or ""))
+        chunks = _in_chunks(rows, chunk_rows)
         first = next(chunks, None)
         empty = first is None and not header
         yield Source(
@@ -362,20 +361,19 @@ class _TextReader:
     def _lines(self) -> Iterator[str]:
         return itertools.chain(io.StringIO(self._head, newline=""), self.text)
 
-    def json_lines(self, chunk_rows: int) -> Iterator[Chunk]:
-        """Chunks of (line, text) of the non-blank lines (JSON Lines)."""
-        numbered = enumerate(self._lines(), start=1)
+    def json_lines(self) -> Iterator[tuple[int, str]]:
+        """(line, text) of the non-blank lines (JSON Lines)."""
         try:
-            while chunk := [(n, t) for n, t in itertools.islice(numbered, chunk_rows)]:
-                if rows := [(n, t) for n, t in chunk if not t.isspace()]:
-                    yield rows
+            for line, text in enumerate(self._lines(), start=1):
+                if not text.isspace():
+                    yield line, text
         except UnicodeDecodeError:
             raise self._undecodable() from None
 
     def csv_rows(
-        self, delimiter: str | None, chunk_rows: int
-    ) -> tuple[tuple[str, ...] | None, Iterator[Chunk], str]:
-        """The header, chunks of (line, cells) and a description of a CSV file."""
+        self, delimiter: str | None
+    ) -> tuple[tuple[str, ...] | None, Iterator[tuple[int, list[str]]], str]:
+        """The header, the rows as (line, cells) and a description of a CSV file."""
         chosen = delimiter or _sniff_delimiter(self._head)
         csv.field_size_limit(FIELD_LIMIT)  # the module's limit is process-wide
         reader = csv.reader(self._lines(), delimiter=chosen, quotechar='"', strict=True)
@@ -397,38 +395,26 @@ class _TextReader:
             check_columns(header)
         except InvalidInput as exc:
             raise InvalidInput(f"{self.name}, line {line} (header): {exc}") from None
-        return tuple(header), self._csv_chunks(reader, chosen, header, chunk_rows), description
+        return tuple(header), self._csv_cells(reader, chosen, header), description
 
-    def _csv_chunks(
-        self, reader: Any, delimiter: str, header: list[str], chunk_rows: int
-    ) -> Iterator[Chunk]:
+    def _csv_cells(
+        self, reader: Any, delimiter: str, header: list[str]
+    ) -> Iterator[tuple[int, list[str]]]:
         start = reader.line_num + 1
-        chunk: Chunk = []
         try:
             for cells in reader:
                 if cells:
-                    chunk.append((start, cells))
-                    if len(chunk) == chunk_rows:
-                        yield chunk
-                        chunk = []
+                    yield start, cells
                 start = reader.line_num + 1
         except csv.Error as exc:
             raise self._csv_error(exc, start, delimiter, header) from None
         except UnicodeDecodeError:
             raise self._undecodable() from None
-        if chunk:
-            yield chunk
 
-    def json_array(self, chunk_rows: int) -> Iterator[Chunk]:
-        """Chunks of (line, element) of a file holding one JSON array, decoded as it streams."""
-        array = _JsonArray(self.text, self._head)
-        chunk: Chunk = []
+    def json_array(self) -> Iterator[tuple[int, Any]]:
+        """(line, element) of a file holding one JSON array, decoded as it streams."""
         try:
-            for row in array.elements():
-                chunk.append(row)
-                if len(chunk) == chunk_rows:
-                    yield chunk
-                    chunk = []
+            yield from _JsonArray(self.text, self._head).elements()
         except UnicodeDecodeError:
             raise self._undecodable() from None
         except _BrokenJson as exc:
@@ -436,8 +422,6 @@ class _TextReader:
                 f"{self.name}, line {exc.line}: not valid JSON ({exc.problem}); in a JSON array "
                 "one broken value spoils the rest of the file: fix it, or export JSON Lines"
             ) from None
-        if chunk:
-            yield chunk
 
     def _csv_error(
         self, exc: csv.Error, line: int, delimiter: str, header: Sequence[str]
@@ -706,9 +690,9 @@ _BROKEN_WORKBOOK = (InvalidFileException, zipfile.BadZipFile, zlib.error, ParseE
 
 
 def _xlsx(
-    stack: ExitStack, raw: IO[bytes], name: str, sheet: str | None, chunk_rows: int
-) -> tuple[tuple[str, ...] | None, Iterator[Chunk], str]:
-    """The header, chunks of (Excel row, cells) and a description of a workbook's sheet."""
+    stack: ExitStack, raw: IO[bytes], name: str, sheet: str | None
+) -> tuple[tuple[str, ...] | None, Iterator[tuple[int, list[str]]], str]:
+    """The header, the rows as (Excel row, cells) and a description of a workbook's sheet."""
     try:
         workbook = openpyxl.load_workbook(raw, read_only=True, data_only=True)
     except (*_BROKEN_WORKBOOK, KeyError, ValueError) as exc:
@@ -749,7 +733,7 @@ def _xlsx(
         check_columns(header)
     except InvalidInput as exc:
         raise InvalidInput(f"{name}, sheet {title!r}, row {header_line} (header): {exc}") from None
-    return tuple(header), _xlsx_chunks(rows, len(header), chunk_rows), description
+    return tuple(header), _xlsx_cells(rows, len(header)), description
 
 
 def _xlsx_rows(
@@ -767,10 +751,10 @@ def _xlsx_rows(
         ) from None
 
 
-def _xlsx_chunks(
-    rows: Iterator[tuple[int, tuple[object, ...]]], width: int, chunk_rows: int
-) -> Iterator[Chunk]:
-    chunk: Chunk = []
+def _xlsx_cells(
+    rows: Iterator[tuple[int, tuple[object, ...]]], width: int
+) -> Iterator[tuple[int, list[str]]]:
+    """(Excel row, cells as text, padded to the header's width) of the non-empty rows."""
     for line, values in rows:
         cells = [value.strip() if type(value) is str else cell_text(value) for value in values]
         if not any(cells):
@@ -779,9 +763,10 @@ def _xlsx_chunks(
             cells += [""] * (width - len(cells))
         elif len(cells) > width and not any(cells[width:]):
             del cells[width:]
-        chunk.append((line, cells))
-        if len(chunk) == chunk_rows:
-            yield chunk
-            chunk = []
-    if chunk:
+        yield line, cells
+
+
+def _in_chunks(rows: Iterator[tuple[int, Any]], size: int) -> Iterator[Chunk]:
+    """The rows in lists of `size` (the last may be shorter): what one worker task handles."""
+    while chunk := list(itertools.islice(rows, size)):
         yield chunk
