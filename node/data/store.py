@@ -195,6 +195,49 @@ _MIGRATIONS: list[str] = [
     """
     ALTER TABLE lists ADD COLUMN canon_version INTEGER NOT NULL DEFAULT 1;
     """,
+    # Hits become records (DESIGN §5): one row per (peer, local list, local ref, element type,
+    # peer label) with first and last seen, how many sessions found it, the last session's
+    # role and mode, and a status new -> acknowledged. The per-session rows collapse into
+    # them ('' stands for "no label", so that the unique key holds). Retention: a list's own
+    # retain_days (NULL: the node default), and when each record was last stored.
+    """
+    CREATE TABLE hit_records (
+        id INTEGER PRIMARY KEY,
+        peer TEXT NOT NULL,
+        list TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        type TEXT NOT NULL,
+        peer_label TEXT NOT NULL,
+        role TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'new' CHECK (status IN ('new', 'acknowledged')),
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        sessions INTEGER NOT NULL,
+        last_session TEXT NOT NULL,
+        acknowledged_by TEXT,
+        acknowledged_at TEXT,
+        note TEXT,
+        UNIQUE (peer, list, ref, type, peer_label)
+    );
+    INSERT INTO hit_records (peer, list, ref, type, peer_label, role, mode, first_seen,
+                             last_seen, sessions, last_session)
+    SELECT g.peer, g.list, g.ref, g.type, g.peer_label, h.role, s.mode,
+           g.first_seen, g.last_seen, g.sessions, h.session_id
+    FROM (SELECT h.peer, s.list, h.ref, h.type, coalesce(h.peer_label, '') AS peer_label,
+                 min(h.created_at) AS first_seen, max(h.created_at) AS last_seen,
+                 count(DISTINCT h.session_id) AS sessions, max(h.id) AS latest
+          FROM hits h JOIN sessions s ON s.id = h.session_id
+          GROUP BY h.peer, s.list, h.ref, h.type, coalesce(h.peer_label, '')) g
+    JOIN hits h ON h.id = g.latest JOIN sessions s ON s.id = h.session_id;
+    DROP TABLE hits;
+    ALTER TABLE hit_records RENAME TO hits;
+    CREATE INDEX hits_list_ref ON hits(list, ref);
+    CREATE INDEX hits_last_seen ON hits(last_seen);
+    ALTER TABLE lists ADD COLUMN retain_days INTEGER;
+    ALTER TABLE records ADD COLUMN stored_at TEXT;
+    UPDATE records SET stored_at = (SELECT updated_at FROM lists WHERE lists.id = records.list_id);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -521,26 +564,59 @@ class Store:
         return int(count), earliest
 
     def add_hits(
-        self, session_id: str, peer: str, role: str, hits: Iterable[Mapping[str, Any]]
-    ) -> int:
-        """Stores the hits of a session (each with ref, type and optional peer_label)."""
-        now = utc_now()
-        cursor = self.conn.executemany(
+        self,
+        session_id: str,
+        peer: str,
+        role: str,
+        list: str,
+        mode: str,
+        hits: Iterable[Mapping[str, Any]],
+        seen_at: str | None = None,
+    ) -> None:
+        """Records what a session found (each hit with ref, type and optional peer_label).
+
+        A hit already recorded (same peer, list, ref, type and peer label) is seen
+        again: its last_seen, session count, role and mode are updated, its status kept.
+        """
+        now = seen_at or utc_now()
+        self.conn.executemany(
             """
-            INSERT INTO hits (session_id, peer, role, ref, type, peer_label, created_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO hits (peer, list, ref, type, peer_label, role, mode, first_seen,
+                              last_seen, sessions, last_session)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+            ON CONFLICT (peer, list, ref, type, peer_label) DO UPDATE SET
+                last_seen = excluded.last_seen, role = excluded.role, mode = excluded.mode,
+                last_session = excluded.last_session,
+                sessions = sessions + (last_session != excluded.last_session)
             """,
-            ((session_id, peer, role, h["ref"], h["type"], h.get("peer_label"), now) for h in hits),
+            (
+                (
+                    peer,
+                    list,
+                    h["ref"],
+                    h["type"],
+                    h.get("peer_label") or "",
+                    role,
+                    mode,
+                    now,
+                    now,
+                    session_id,
+                )
+                for h in hits
+            ),
         )
-        return cursor.rowcount
 
     def hits(self) -> list[dict[str, Any]]:
         """Returns every recorded hit as `hits --json` prints it (DESIGN §6)."""
-        rows = self.conn.execute(
-            "SELECT session_id, peer, ref, type, peer_label, role FROM hits ORDER BY id"
-        ).fetchall()
-        keys = ("session_id", "peer", "ref", "type", "peer_label", "role")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        cursor = self.conn.execute(
+            """
+            SELECT id, peer, list, ref, type, nullif(peer_label, '') AS peer_label, role, mode,
+                   status, first_seen, last_seen, sessions
+            FROM hits ORDER BY id
+            """
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -154,7 +154,7 @@ class SessionRecord:
         fields = self.fields(peer_set_size=peer_count, match_count=match_count, hits=len(hits))
         with store.transaction() as conn:
             store.finish_session(self.session_id, "completed", match_count, peer_count=peer_count)
-            store.add_hits(self.session_id, self.peer, self.role, hits)
+            store.add_hits(self.session_id, self.peer, self.role, self.list, self.mode, hits)
             append_audit(
                 conn, self.node, event or _COMPLETED_EVENT[self.role], fields | audit_extra
             )

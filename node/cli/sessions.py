@@ -1,0 +1,145 @@
+"""`serve`, `match` and `epoch rotate`: sessions with peers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+
+from node.cli.common import (
+    Subparsers,
+    operator_name,
+    print_json,
+)
+from node.cli.progress import Bars, wanted
+from node.cli.tables import format_table
+from node.errors import ConfigError
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+def add_serve(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("serve", help="answer peers' sessions until SIGTERM")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument(
+        "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
+    )
+    p.set_defaults(func=_cmd_serve)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from node.jobs.config_watch import watch_config
+    from node.rpc.server import serve  # imports grpc: only for the commands that need it
+
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        serve(str(args.node_dir), workers=args.workers, jobs=[watch_config])
+    except OSError as exc:
+        raise ConfigError(str(exc)) from None
+    return 0
+
+
+# -- match --------------------------------------------------------------------------------------
+
+
+def add_match(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("match", help="run a session with a peer as initiator")
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--peer", required=True, help="the peer agency id")
+    p.add_argument("--list", required=True, dest="list_name", help="this node's list")
+    p.add_argument("--peer-list", help="the peer's list (default: the same name as --list)")
+    p.add_argument("--mode", choices=["mutual", "count", "screen"], default="mutual")
+    p.add_argument("--purpose", required=True, help="why the check is made (audited)")
+    p.add_argument("--operator", help="who runs the check (default: the OS user)")
+    p.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_cmd_match)
+
+
+def _cmd_match(args: argparse.Namespace) -> int:
+    from crypto.batch import BatchRunner, new_process_pool
+    from node.sessions.results import MatchResult
+    from node.setup.context import NodeContext
+
+    pool = new_process_pool()  # forked before any gRPC object exists
+    try:
+        from node.rpc.client import match
+
+        node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        bars = Bars(f"{args.mode} with {args.peer}", enabled=wanted(args.json))
+
+        async def session() -> MatchResult:
+            try:
+                return await match(
+                    node,
+                    peer=args.peer,
+                    list_name=args.list_name,
+                    peer_list=args.peer_list or args.list_name,
+                    mode=args.mode,
+                    purpose=args.purpose,
+                    operator=operator_name(args),
+                    timeout=args.timeout,
+                    progress=bars,
+                )
+            except asyncio.CancelledError:
+                # Ctrl-C (asyncio.run cancels this task): the session is recorded failed.
+                # Drop the batches still queued, so that no thread of the loop waits for
+                # them before asyncio.run can return.
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+        with bars:
+            result = asyncio.run(session())
+    finally:
+        pool.shutdown(cancel_futures=True)
+    if args.json:
+        print_json(result.to_json())
+        return 0
+    print(
+        f"session {result.session_id} with {result.peer} ({result.mode}, {result.suite}): "
+        f"{result.local_count:,} elements against {result.peer_count:,}, "
+        f"{result.match_count:,} shared"
+    )
+    if result.matches:
+        rows = [[m["ref"], m["type"], m["peer_label"] or "-"] for m in result.matches]
+        print(format_table(["ref", "type", "peer label"], rows))
+    return 0
+
+
+# -- epoch rotate -------------------------------------------------------------------------------
+
+
+def add_epoch(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("epoch", help="manage screening key epochs")
+    sub = p.add_subparsers(dest="epoch_command", required=True, metavar="COMMAND")
+    rotate = sub.add_parser(
+        "rotate", help="start a new screening key epoch for a list (peers fetch it again)"
+    )
+    rotate.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    rotate.add_argument("--list", required=True, dest="list_name", metavar="NAME")
+    rotate.add_argument("--operator", help="who rotates (default: the OS user)")
+    rotate.set_defaults(func=_cmd_epoch_rotate)
+
+
+def _cmd_epoch_rotate(args: argparse.Namespace) -> int:
+    from crypto.batch import BatchRunner, new_process_pool
+    from node.data.screening import entry_counts
+    from node.sessions.screen_responder import current_epoch, rotate_epoch
+    from node.setup.context import NodeContext
+
+    pool = new_process_pool()
+    try:
+        node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        with node.open_store() as store:
+            epoch = rotate_epoch(node, store, args.list_name, operator_name(args))
+            epoch = current_epoch(node, store, args.list_name)  # encode now, not on first fetch
+            entries, _ = entry_counts(store, epoch.id)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    print(f"list {args.list_name}: screening epoch {epoch.id}, {entries:,} entries encoded")
+    return 0
