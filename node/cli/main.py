@@ -5,7 +5,9 @@ arguments and sets ``func`` to a `_cmd_<command>(args) -> int` handler, in the
 module of its topic (`federation`, `settings`, `lists`, `sessions`, `hits`,
 `audit`; what they share is in `common`); `COMMANDS` lists the registration
 functions in help order. To add a command, write both functions and append
-one line to `COMMANDS`.
+one line to `COMMANDS`. A command that shares its first word with one that
+takes NODE_DIR (`hits ack` beside `hits NODE_DIR`) is registered under its two
+words, e.g. ``subparsers.add_parser("hits ack", prog="blindmatch hits ack")``.
 
 Exit codes: 0 success; 1 failure, with one line ``blindmatch: error: ...`` on
 stderr (`_fail` is the only place that turns `NodeError`/`CryptoError` into
@@ -76,15 +78,34 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
 """Registration functions of the subcommands, in help order; append one to add a command."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reads a two-word command such as `hits ack` (registered under that name) as one word.
+
+    `hits NODE_DIR` and `hits ack NODE_DIR HIT_ID` cannot both be argparse
+    subcommands of `hits`: its first positional would have to be a command.
+    """
+
+    two_word_commands: frozenset[str] = frozenset()
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        if " ".join(words[:2]) in self.two_word_commands:
+            words[:2] = [" ".join(words[:2])]
+        return super().parse_known_args(words, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Returns the argument parser with every command of `COMMANDS` registered."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="Federated, privacy-preserving matching between agencies."
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(subparsers)
+    parser.two_word_commands = frozenset(name for name in subparsers.choices if " " in name)
     return parser
 
 
