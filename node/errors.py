@@ -8,6 +8,7 @@
     ├── NotFound            a list, peer, session or file that does not exist
     ├── PolicyDenied        the local policy for this peer does not allow the request
     ├── UnknownPeer         a caller whose certificate names no configured peer
+    │   └── CertificateRevoked  a caller whose certificate the installed federation CRL revokes
     ├── LimitExceeded       a set size, session rate or budget over the policy's limit
     ├── Incompatible        a peer speaking another protocol version or suite
     │   └── StaleEpoch      a screening query against a rotated epoch or changed list
@@ -43,6 +44,7 @@ __all__ = [
     "PeerError",
     "PolicyDenied",
     "UnknownPeer",
+    "CertificateRevoked",
     "LimitExceeded",
     "Incompatible",
     "StaleEpoch",
@@ -115,6 +117,10 @@ class AuditError(NodeError):
 
 class UnknownPeer(NodeError):
     """A caller whose certificate names an agency that is not a configured peer."""
+
+
+class CertificateRevoked(UnknownPeer):
+    """A caller whose certificate is revoked by the federation CRL this node installed."""
 
 
 class LimitExceeded(NodeError):

@@ -232,10 +232,10 @@ class Federation:
         )
         return json.loads(proc.stdout) if proc.returncode == 0 else proc
 
-    def hits(self, agency: str) -> list[dict[str, Any]]:
-        """Every hit `agency` has recorded."""
+    def hits(self, agency: str, *filters: str) -> list[dict[str, Any]]:
+        """The hits `agency` has recorded: `hits --json` with `filters` (e.g. "--new")."""
         result: list[dict[str, Any]] = json.loads(
-            self.cli("hits", self.node(agency), "--json").stdout
+            self.cli("hits", self.node(agency), "--json", *filters).stdout
         )
         return result
 

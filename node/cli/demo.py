@@ -166,14 +166,15 @@ def session(
     if mode == "screen":
         print(f"\n   {responder} learns only the batch size and records no hits.")
         return
-    hits = json.loads(blindmatch("hits", str(nodes[responder]), "--json").stdout)
-    mine = [h for h in hits if h["session_id"] == outcome["session_id"]]
-    print(f"\n   {responder} sees:")
+    # Its hits with this initiator on this list: each pair meets once in the demo.
+    listing = ["hits", str(nodes[responder]), "--peer", initiator, "--list", peer_list]
+    mine = json.loads(blindmatch(*listing, "--operator", "demo", "--json").stdout)
+    print(f"\n   {responder} sees (its hit records, from 'blindmatch hits'):")
     print(
         _indent(
             format_table(
-                ["ref", "matched on", f"{initiator}'s label"],
-                [[h["ref"], h["type"], h["peer_label"]] for h in mine],
+                ["hit", "ref", "matched on", f"{initiator}'s label"],
+                [[str(h["id"]), h["ref"], h["type"], h["peer_label"]] for h in mine],
             )
         )
     )

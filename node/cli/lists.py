@@ -1,4 +1,4 @@
-"""`ingest`, `columns` and `lists`: what a node holds."""
+"""`ingest`, `columns`, `lists`, `records remove` and `lists drop`: what a node holds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from node.cli.common import (
 )
 from node.cli.progress import Bars, wanted
 from node.cli.tables import format_table
-from node.data import audit
+from node.data import audit, erasure
 from node.data.identifiers import COLUMN_GUIDE
 from node.data.ingest import IngestResult, ingest_file
 from node.data.store import KINDS, Store
@@ -58,6 +58,13 @@ def add_ingest(subparsers: Subparsers) -> None:
         help="text encoding, e.g. cp1252 (default: UTF-8, or UTF-16/32 by byte-order mark)",
     )
     p.add_argument("--sheet", metavar="NAME", help=".xlsx: the sheet to read (default: the first)")
+    p.add_argument(
+        "--retain-days",
+        type=int,
+        metavar="N",
+        help="records of the list not stored again for N days expire ('serve' erases them); "
+        "0 keeps them forever; kept by later ingests (default: the node's retain_days)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--operator", default="", help="who runs the ingest (for the audit log)")
     p.set_defaults(func=_cmd_ingest)
@@ -103,6 +110,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 delimiter=args.delimiter,
                 encoding=args.encoding,
                 sheet=args.sheet,
+                retain_days=args.retain_days,
                 operator=operator,
                 on_progress=lambda done, rows: bars.fraction("read", done, f"{rows:,} rows"),
             )
@@ -155,13 +163,18 @@ def _cmd_lists(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.node_dir)
     with Store.open(config.store_path) as store:
         lists = store.lists()
+        retention = erasure.retention_days(store.conn)
     if args.json:
         print_json([info.to_json() for info in lists])
     elif not lists:
         print(f"no lists in {args.node_dir}; load one with 'blindmatch ingest'")
     else:
-        header = ["list", "kind", "records", "elements", "version", "updated"]
-        rows = [[i.name, i.kind, i.records, i.elements, i.version, i.updated_at] for i in lists]
+        header = ["list", "kind", "records", "elements", "version", "updated", "retention"]
+        rows = [
+            [i.name, i.kind, i.records, i.elements, i.version, i.updated_at]
+            + [_retention(retention.get(i.name), config.retain_days)]
+            for i in lists
+        ]
         print(format_table(header, rows))
         for info in (i for i in lists if i.stale):
             print(
@@ -169,4 +182,97 @@ def _cmd_lists(args: argparse.Namespace) -> int:
                 f"load it again with 'blindmatch ingest {args.node_dir} --list {info.name} "
                 "--replace FILE'"
             )
+    return 0
+
+
+def _retention(own: int | None, default: int) -> str:
+    """A list's retention as the `lists` table shows it."""
+    days = default if own is None else own
+    text = f"{days} days" if days else "kept"
+    return f"{text} (node default)" if own is None else text
+
+
+# -- records remove, lists drop -----------------------------------------------------------------
+
+
+def add_records(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser("records", help="erase records of a list")
+    sub = p.add_subparsers(dest="records_command", required=True, metavar="COMMAND")
+    remove = sub.add_parser(
+        "remove",
+        help="erase one record, its elements and hits (audited; a reason is required)",
+        description=(
+            "Erase one record in one transaction: its identifiers, cached points, screening "
+            "entries and hits. The list's screening key epoch is rotated, so a partner's "
+            "cached copy of the encoded list can no longer answer for the record. The audit "
+            "log keeps who, when, why and how many elements and hits went; never the ref. "
+            "Removing a list's last record leaves the list, empty."
+        ),
+    )
+    remove.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    remove.add_argument("--list", required=True, dest="list_name", metavar="NAME")
+    remove.add_argument("--ref", required=True, metavar="REF", help="the record's ref, exactly")
+    remove.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="required: why the record is erased, for the data protection officer (audited; "
+        "e.g. a court order or ticket number, never an identifier)",
+    )
+    remove.add_argument("--operator", metavar="NAME", help="who erases it (default: the OS user)")
+    remove.set_defaults(func=_cmd_records_remove)
+
+
+def add_lists_drop(subparsers: Subparsers) -> None:
+    p = subparsers.add_parser(
+        "lists drop",
+        prog="blindmatch lists drop",
+        help="erase a whole list: records, elements, screening epochs and hits (audited)",
+        description=(
+            "Erase a list in one transaction: its records, elements, screening key epochs "
+            "and entries, and its hits. The audit log keeps who, when, why and the counts."
+        ),
+    )
+    p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    p.add_argument("--list", required=True, dest="list_name", metavar="NAME")
+    p.add_argument("--reason", metavar="TEXT", help="why the list is dropped (audited)")
+    p.add_argument("--operator", metavar="NAME", help="who drops it (default: the OS user)")
+    p.set_defaults(func=_cmd_lists_drop)
+
+
+def _cmd_records_remove(args: argparse.Namespace) -> int:
+    from crypto.batch import BatchRunner
+    from node.sessions.erasure import check_reason, remove_record
+    from node.setup.context import NodeContext
+
+    check_reason(args.reason, required=True)  # before anything is opened
+    node = NodeContext.load(args.node_dir, BatchRunner())
+    with node.open_store() as store:
+        done = remove_record(
+            node, store, args.list_name, args.ref, args.reason, operator_name(args)
+        )
+    print(
+        f"list {done.list}: 1 record erased with {done.erased.elements:,} element(s) and "
+        f"{done.erased.hits:,} hit(s)"
+        + (
+            f"; screening key epoch {done.epoch} started, partners fetch the list again"
+            if done.epoch is not None
+            else ""
+        )
+    )
+    return 0
+
+
+def _cmd_lists_drop(args: argparse.Namespace) -> int:
+    from crypto.batch import BatchRunner
+    from node.sessions.erasure import drop_list
+    from node.setup.context import NodeContext
+
+    node = NodeContext.load(args.node_dir, BatchRunner())
+    with node.open_store() as store:
+        done = drop_list(node, store, args.list_name, args.reason, operator_name(args))
+    e = done.erased
+    print(
+        f"list {done.list} dropped: {e.records:,} record(s), {e.elements:,} element(s) and "
+        f"{e.hits:,} hit(s) erased"
+    )
     return 0

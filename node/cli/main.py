@@ -29,7 +29,7 @@ from importlib import metadata
 from types import FrameType
 
 from crypto.errors import CryptoError
-from node.cli import audit, federation, hits, lists, sessions, settings
+from node.cli import audit, certificates, federation, hits, lists, sessions, settings, status
 from node.cli.common import PROG, Subparsers, json_error, one_line, print_json
 from node.errors import IngestRejected, NodeError
 
@@ -63,15 +63,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: list[Callable[[Subparsers], None]] = [
     federation.add_ca,
     federation.add_init,
+    certificates.add_cert,
+    certificates.add_crl,
     settings.add_config,
     settings.add_peer,
     lists.add_ingest,
     lists.add_columns,
     lists.add_lists,
+    lists.add_lists_drop,
+    lists.add_records,
     sessions.add_serve,
     sessions.add_match,
     hits.add_hits,
     audit.add_audit,
+    status.add_status,
     add_demo,
     sessions.add_epoch,
 ]

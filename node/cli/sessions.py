@@ -30,6 +30,7 @@ def add_serve(subparsers: Subparsers) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from node.jobs.config_watch import watch_config
+    from node.jobs.retention import purge_expired
     from node.rpc.server import serve  # imports grpc: only for the commands that need it
 
     if args.workers < 1:
@@ -38,7 +39,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
     )
     try:
-        serve(str(args.node_dir), workers=args.workers, jobs=[watch_config])
+        serve(str(args.node_dir), workers=args.workers, jobs=[watch_config, purge_expired])
     except OSError as exc:
         raise ConfigError(str(exc)) from None
     return 0

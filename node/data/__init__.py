@@ -1,2 +1,2 @@
 """The node's data: identifiers and their elements, ingest, the SQLite store (all SQL lives
-here), the audit log, sample lists."""
+here), erasure and retention, the audit log, sample lists."""

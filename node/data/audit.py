@@ -1,6 +1,6 @@
 """The node's audit log: append-only, hash-chained (BLAKE3) and signed (Ed25519) (DESIGN §5).
 
-Every ingest, session, disclosure, screening query and key rotation appends one
+Every ingest, session, disclosure, screening query, key rotation and erasure appends one
 entry saying who did what, when, with which peer, for what purpose, and with
 what sizes and counts. Entries hold metadata only: never identifiers, elements
 or the contents of labels (`append` rejects bytes and long values as a guard).
@@ -129,15 +129,24 @@ EVENTS = frozenset(
         "session.initiated",
         "session.answered",
         "session.refused",
+        "session.failed",
+        "screen.refused",
         "disclosure",
         "screen.query",
         "screen.answered",
         "epoch.rotated",
+        "hits.viewed",
+        "hit.acknowledged",
+        "record.removed",
+        "list.dropped",
+        "records.expired",
         "config.set",
         "peer.added",
         "peer.changed",
         "peer.removed",
         "audit.exported",
+        "cert.installed",
+        "crl.installed",
     }
 )
 """The events the node records; `append` accepts any name of the same shape."""

@@ -33,12 +33,17 @@ Rules:
   export expects; a full export should use ``replace``.
 - Each ingest bumps the list's version and appends an ``ingest`` audit entry
   (operator, list, kind, counts; never identifiers) in the same transaction.
+- Every record it writes is stamped ``stored_at`` (now, one time for the whole
+  ingest): retention counts from it (`node.sessions.erasure`). ``retain_days``
+  sets the list's own retention (0: keep forever); an ingest without it keeps
+  the list's.
 """
 
 from __future__ import annotations
 
 import gc
 import os
+import sqlite3
 import sys
 import time
 from collections import deque
@@ -54,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from crypto.batch import new_process_pool
 from crypto.groups import get_suite
 from node.data import audit
+from node.data.erasure import MAX_RETAIN_DAYS, set_retention
 from node.data.identifiers import (
     CANON_VERSION,
     CanonContext,
@@ -226,13 +232,15 @@ def _default_pool() -> Executor:
 class _Writer:
     """Writes chunk results into the open transaction."""
 
-    def __init__(self, store: Store, list_id: int, upsert: bool) -> None:
+    def __init__(self, store: Store, list_id: int, upsert: bool, stored_at: str) -> None:
         self.conn = store.conn
         self.list_id = list_id
         self.upsert = upsert
+        self.stored_at = stored_at
         self.next_record = self._next_id("records")
         self.next_element = self._next_id("elements")
         self.seen: dict[str, int] = {}
+        self.updated = 0  # records of the list this ingest replaced by ref
 
     def _next_id(self, table: str) -> int:
         return int(self.conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
@@ -275,12 +283,13 @@ class _Writer:
         if not store_rows:
             return
         if self.upsert:
-            self.conn.executemany(
+            self.updated += self.conn.executemany(
                 "DELETE FROM records WHERE list_id = ? AND ref = ?",
                 ((self.list_id, r[2]) for r in record_rows),
-            )
+            ).rowcount
         self.conn.executemany(
-            "INSERT INTO records (id, list_id, ref, label) VALUES (?, ?, ?, ?)", record_rows
+            "INSERT INTO records (id, list_id, ref, label, stored_at) VALUES (?, ?, ?, ?, ?)",
+            ((*r, self.stored_at) for r in record_rows),
         )
         self.conn.executemany(
             "INSERT INTO elements (id, record_id, type, element, point_ristretto, point_x25519) "
@@ -336,9 +345,11 @@ def ingest_file(
     delimiter: str | None = None,
     encoding: str | None = None,
     sheet: str | None = None,
+    retain_days: int | None = None,
     operator: str = "",
     executor: Executor | None = None,
     on_progress: Callable[[float, int], None] | None = None,
+    now: str | None = None,
 ) -> IngestResult:
     """Reads an input file into list `list_name` in one transaction; returns counts.
 
@@ -347,10 +358,17 @@ def ingest_file(
     for a file that cannot be read as a list, IngestRejected (nothing stored)
     when `strict` and anything was rejected or when no record would be stored
     and not `allow_empty`, ConfigError for an unusable option, list name or kind.
+    `retain_days` sets the list's retention (None keeps the list's); `now` (ISO UTC, as
+    `utc_now` gives it) stamps the records' `stored_at`.
     """
     path = Path(path)
     if kind is not None and kind not in KINDS:
         raise ConfigError(f"--kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
+    if retain_days is not None and not 0 <= retain_days <= MAX_RETAIN_DAYS:
+        raise ConfigError(
+            f"--retain-days {retain_days} is out of range: give a whole number of days from 0 "
+            f"(keep the list's records forever) to {MAX_RETAIN_DAYS}; nothing was stored"
+        )
     check_list_name(list_name)
     started = time.monotonic()
     own_pool: Executor | None = None
@@ -380,7 +398,9 @@ def ingest_file(
                 on_progress,
                 strict=strict,
                 allow_empty=allow_empty,
+                retain_days=retain_days,
                 operator=operator,
+                now=now or utc_now(),
             )
     finally:
         if own_pool is not None:
@@ -401,7 +421,9 @@ def _ingest(
     *,
     strict: bool,
     allow_empty: bool,
+    retain_days: int | None,
     operator: str,
+    now: str,
 ) -> None:
     """Reads `source` into the list in one transaction, filling `result`."""
     name, replace = result.name, result.replaced
@@ -410,7 +432,7 @@ def _ingest(
         list_id, result.kind, existed, version = _open_list(
             store, name, result.kind or None, replace
         )
-        writer = _Writer(store, list_id, upsert=existed and not replace)
+        writer = _Writer(store, list_id, upsert=existed and not replace, stored_at=now)
         for chunk in _run(executor, source, context):
             writer.write(chunk, result, store_rows=not (strict and result.rejected))
             if on_progress is not None and time.monotonic() - shown >= _PROGRESS_SECONDS:
@@ -429,8 +451,13 @@ def _ingest(
             raise IngestRejected(_nothing_stored(source, result, existed), result)
         conn.execute(
             "UPDATE lists SET version = ?, updated_at = ? WHERE id = ?",
-            (version + 1, utc_now(), list_id),
+            (version + 1, now, list_id),
         )
+        if retain_days is not None:
+            set_retention(conn, list_id, retain_days)
+        erased = {}
+        if (replace and existed) or writer.updated:
+            erased = _erase_what_is_gone(conn, name, list_id)
         audit.append(
             conn,
             signing_key,
@@ -444,8 +471,30 @@ def _ingest(
                 "elements": result.elements,
                 "rejected": len(result.rejected),
                 "replace": replace,
+                **({} if retain_days is None else {"retain_days": retain_days}),
+                **erased,
             },
         )
+
+
+def _erase_what_is_gone(conn: sqlite3.Connection, name: str, list_id: int) -> dict[str, int]:
+    """After a replace or an update by ref: what the list no longer holds is erased.
+
+    Hits of a ref, or of an identifier type, that the list no longer has go, and
+    the list's screening epochs are retired: a peer's cached encoded set must not
+    keep answering for a removed record, identifier or label (a new epoch, with
+    new keys, starts on the next fetch). Returns counts for the ingest's audit entry.
+    """
+    hits = conn.execute(
+        """
+        DELETE FROM hits WHERE list = ? AND NOT EXISTS (
+            SELECT 1 FROM records r JOIN elements e ON e.record_id = r.id
+            WHERE r.list_id = ? AND r.ref = hits.ref AND e.type = hits.type)
+        """,
+        (name, list_id),
+    ).rowcount
+    epochs = conn.execute("DELETE FROM screen_epochs WHERE list_id = ?", (list_id,)).rowcount
+    return {"hits_erased": hits, "screening_epochs_retired": epochs}
 
 
 def _nothing_stored(source: Source, result: IngestResult, existed: bool) -> str:

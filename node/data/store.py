@@ -13,7 +13,8 @@ Tables::
     elements  one per identifier of a record: type, element bytes and its
               group point for each suite (hashed once, at ingest)
     sessions  every PSI session, as initiator or responder
-    hits      the matched records of those sessions
+    hits      what sessions found: one row per (peer, list, ref, element type, peer label),
+              first and last seen, sessions, new until acknowledged
     screen_*  screening: key epochs and encoded entries (responder), daily budget
               usage per peer, and peers' fetched encoded sets (initiator)
     audit     append-only, hash-chained and signed log (written by node.audit)
@@ -471,6 +472,20 @@ class Store:
         points, refs, types, labels = zip(*rows, strict=True)
         return ListPoints(name, suite, b"".join(points), refs, types, labels)
 
+    def screening_epochs(self) -> dict[str, dict[str, Any]]:
+        """Each list's current screening key epoch: its number, start and the list version."""
+        rows = self.conn.execute(
+            """
+            SELECT l.name, e.id, e.created_at, e.list_version
+            FROM screen_epochs e JOIN lists l ON l.id = e.list_id
+            WHERE e.id = (SELECT max(id) FROM screen_epochs WHERE list_id = e.list_id)
+            """
+        ).fetchall()
+        return {
+            name: {"epoch": epoch, "since": created, "list_version": version}
+            for name, epoch, created, version in rows
+        }
+
     # -- sessions and hits ---------------------------------------------------------------------
 
     def record_session(
@@ -571,52 +586,167 @@ class Store:
         list: str,
         mode: str,
         hits: Iterable[Mapping[str, Any]],
-        seen_at: str | None = None,
-    ) -> None:
-        """Records what a session found (each hit with ref, type and optional peer_label).
+        seen_at: dt.datetime | None = None,
+    ) -> list[int]:
+        """Records what a session found; returns the ids of the hits recorded for the first time.
 
-        A hit already recorded (same peer, list, ref, type and peer label) is seen
-        again: its last_seen, session count, role and mode are updated, its status kept.
+        Each hit has ref, type and an optional peer_label. A hit already recorded
+        (same peer, list, ref, type and peer label) is seen again: its last_seen,
+        role, mode and last session are updated, its session count goes up once
+        per session, its status is kept. Runs in the caller's transaction (else in
+        its own), so that whatever is done with the new ids commits with them.
         """
-        now = seen_at or utc_now()
-        self.conn.executemany(
+        if not self.conn.in_transaction:
+            with self.transaction():
+                return self.add_hits(session_id, peer, role, list, mode, hits, seen_at)
+        conn = self.conn
+        # One merge through a temporary table, in key order: a large session finds hundreds
+        # of thousands of hits, and one upsert per hit in the session's order is far slower.
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS hits_found (ref TEXT, type TEXT, peer_label TEXT)"
+        )
+        conn.executemany(
+            "INSERT INTO temp.hits_found VALUES (?, ?, ?)",
+            ((h["ref"], h["type"], h.get("peer_label") or "") for h in hits),
+        )
+        # A new row's id is above every id before it (SQLite's rowid rule) and the write lock
+        # is held until the commit: the ids above `before` are the hits inserted now.
+        (before,) = conn.execute("SELECT coalesce(max(id), 0) FROM hits").fetchone()
+        conn.execute(
             """
             INSERT INTO hits (peer, list, ref, type, peer_label, role, mode, first_seen,
                               last_seen, sessions, last_session)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)
+            SELECT :peer, :list, ref, type, peer_label, :role, :mode, :now, :now, 1, :session
+            FROM temp.hits_found WHERE true ORDER BY ref, type, peer_label
             ON CONFLICT (peer, list, ref, type, peer_label) DO UPDATE SET
                 last_seen = excluded.last_seen, role = excluded.role, mode = excluded.mode,
                 last_session = excluded.last_session,
                 sessions = sessions + (last_session != excluded.last_session)
             """,
-            (
-                (
-                    peer,
-                    list,
-                    h["ref"],
-                    h["type"],
-                    h.get("peer_label") or "",
-                    role,
-                    mode,
-                    now,
-                    now,
-                    session_id,
-                )
-                for h in hits
-            ),
+            {
+                "peer": peer,
+                "list": list,
+                "role": role,
+                "mode": mode,
+                "now": self._time_text(seen_at),
+                "session": session_id,
+            },
         )
+        conn.execute("DELETE FROM temp.hits_found")
+        return [row[0] for row in conn.execute("SELECT id FROM hits WHERE id > ?", (before,))]
 
-    def hits(self) -> list[dict[str, Any]]:
-        """Returns every recorded hit as `hits --json` prints it (DESIGN §6)."""
+    _HIT_COLUMNS = (
+        "id, peer, list, ref, type, nullif(peer_label, '') AS peer_label, role, mode, status, "
+        "first_seen, last_seen, sessions"
+    )
+    """The columns of a hit as `hits --json` prints it (DESIGN §6); '' is stored for no label."""
+    MAX_ACKNOWLEDGER_CHARS = 100
+    MAX_NOTE_CHARS = 1_000
+
+    def hits(
+        self,
+        *,
+        new_only: bool = False,
+        since: dt.datetime | None = None,
+        peer: str | None = None,
+        list_name: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Returns hits as `hits --json` prints them (DESIGN §6), new first, then latest seen first.
+
+        Each filter given narrows them: status new, last seen at or after `since`,
+        found with `peer`, of our list `list_name`.
+        """
+        conditions, args = ["1 = 1"], []
+        if new_only:
+            conditions.append("status = 'new'")
+        if since is not None:
+            conditions.append("last_seen >= ?")
+            args.append(self._time_text(since))
+        if peer is not None:
+            conditions.append("peer = ?")
+            args.append(peer)
+        if list_name is not None:
+            conditions.append("list = ?")
+            args.append(list_name)
         cursor = self.conn.execute(
-            """
-            SELECT id, peer, list, ref, type, nullif(peer_label, '') AS peer_label, role, mode,
-                   status, first_seen, last_seen, sessions
-            FROM hits ORDER BY id
-            """
+            f"SELECT {self._HIT_COLUMNS} FROM hits WHERE {' AND '.join(conditions)} "
+            "ORDER BY status != 'new', last_seen DESC, id",
+            args,
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def hit(self, hit_id: int) -> dict[str, Any] | None:
+        """Returns one hit as `hits --json` shows it, plus who acknowledged it, when, and why."""
+        cursor = self.conn.execute(
+            f"SELECT {self._HIT_COLUMNS}, acknowledged_by, acknowledged_at, note "
+            "FROM hits WHERE id = ?",
+            (hit_id,),
+        )
+        row = cursor.fetchone()
+        names = [d[0] for d in cursor.description]
+        return None if row is None else dict(zip(names, row, strict=True))
+
+    def new_hit_count(self) -> int:
+        """The number of hits not yet acknowledged."""
+        (count,) = self.conn.execute("SELECT count(*) FROM hits WHERE status = 'new'").fetchone()
+        return int(count)
+
+    def acknowledge_hit(
+        self, hit_id: int, by: str, note: str | None = None, at: dt.datetime | None = None
+    ) -> dict[str, Any]:
+        """Marks a new hit acknowledged by the person `by`, with an optional note; returns it.
+
+        Raises NotFound for an unknown id, ConfigError for a hit acknowledged
+        already or an unusable name or note; nothing changes then.
+        """
+        by, note = self.check_acknowledgement(by, note)
+        cursor = self.conn.execute(
+            """
+            UPDATE hits SET status = 'acknowledged', acknowledged_by = ?, acknowledged_at = ?,
+                   note = ?
+            WHERE id = ? AND status = 'new'
+            """,
+            (by, self._time_text(at), note, hit_id),
+        )
+        hit = self.hit(hit_id)
+        if hit is None:
+            raise NotFound(
+                f"no hit {hit_id} in {self.path}; see the hit ids with "
+                "'blindmatch hits NODE_DIR --new'"
+            )
+        if cursor.rowcount != 1:
+            raise ConfigError(
+                f"hit {hit_id} was already acknowledged by {hit['acknowledged_by']} at "
+                f"{hit['acknowledged_at']}; nothing changed (new hits: 'blindmatch hits "
+                "NODE_DIR --new')"
+            )
+        return hit
+
+    @classmethod
+    def check_acknowledgement(cls, by: str, note: str | None) -> tuple[str, str | None]:
+        """Returns the acknowledger's name and the note, trimmed, or raises ConfigError."""
+        name = by.strip()
+        if not name or len(name) > cls.MAX_ACKNOWLEDGER_CHARS or not name.isprintable():
+            raise ConfigError(
+                "--by must name the person who acknowledges the hit: printable text of "
+                f"1-{cls.MAX_ACKNOWLEDGER_CHARS} characters, e.g. --by 'J. de Vries'"
+            )
+        text = (note or "").replace("\r\n", "\n").strip()
+        if len(text) > cls.MAX_NOTE_CHARS or not text.replace("\n", "").isprintable():
+            raise ConfigError(
+                f"--note must be printable text of at most {cls.MAX_NOTE_CHARS:,} characters "
+                "(line breaks allowed, no other control characters)"
+            )
+        return name, text or None
+
+    @staticmethod
+    def _time_text(when: dt.datetime | None) -> str:
+        """A time as hits store it: UTC ISO 8601, so that stored times sort as text."""
+        if when is None:
+            return utc_now()
+        aware = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        return aware.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

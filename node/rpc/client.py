@@ -5,26 +5,34 @@ orchestration in `node.sessions` a transport — `_SessionStream` for mutual and
 count sessions, `GrpcScreening` for screening. Every call has a deadline and
 every read and write an idle timeout; a peer's refusal becomes a `PeerError`
 (or `StaleEpoch`) through `node.rpc.status.error_from_rpc`.
+
+Where the node installed a federation CRL, `match` first reads the peer's
+certificate with a TLS handshake of its own (`node.rpc.probe`) and refuses,
+audited, to start anything with a peer whose certificate the CRL revokes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
 
 from node.errors import PeerError, Stalled
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
-from node.policy import FetchRequest, ScreenQuery
+from node.policy import FetchRequest, ScreenQuery, check_purpose
+from node.rpc.probe import peer_certificate
 from node.rpc.status import error_from_rpc
 from node.rpc.wire import decode_responder, encode_fetch, encode_initiator, encode_screen
+from node.sessions.blocking import settled, submit
 from node.sessions.messages import Message
 from node.sessions.mutual_initiator import initiate_session
+from node.sessions.records import audit_refusal, describe
 from node.sessions.results import MatchResult, Progress
 from node.sessions.screen_initiator import run_screen
 from node.sessions.screen_responder import EncodedHeader
+from node.setup import pki
 from node.setup.config import NodeConfig
 from node.setup.context import NodeContext
 
@@ -34,6 +42,8 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 ]
+PROBE_SECONDS = 10.0
+"""How long the handshake that reads a peer's certificate (for the CRL check) may take."""
 
 
 def open_channel(config: NodeConfig, peer: str, address: str) -> grpc.aio.Channel:
@@ -62,6 +72,21 @@ async def match(
 ) -> MatchResult:
     """Runs one session (mutual, count or screen) with `peer` and records it."""
     policy = node.config.peer(peer)
+    pki.require_certificate(node.config)
+    check_purpose(purpose)
+    refusal = {
+        "operator": operator,
+        "peer": peer,
+        "role": "initiator",
+        "purpose": purpose,
+        "list": list_name,
+        "peer_list": peer_list,
+        "mode": mode,
+    }
+    event = "screen.refused" if mode == "screen" else "session.refused"
+    await _refuse_revoked_peer(
+        node, peer, policy.address, min(timeout, PROBE_SECONDS), event, refusal
+    )
     idle = float(node.config.idle_seconds)
     async with open_channel(node.config, peer, policy.address) as channel:
         stub = pb_grpc.MatchingStub(channel)
@@ -78,6 +103,37 @@ async def match(
             )
         finally:
             call.cancel()  # no-op once the call has ended
+
+
+async def _refuse_revoked_peer(
+    node: NodeContext,
+    peer: str,
+    address: str,
+    timeout: float,
+    event: str,
+    fields: Mapping[str, object],
+) -> None:
+    """Raises an audited PeerError if the installed CRL revokes the certificate `peer` presents.
+
+    Without a CRL there is nothing to check and no handshake. A peer whose
+    certificate cannot be read is refused too: the check must not be skipped.
+    """
+    revocations = await asyncio.to_thread(pki.RevocationList.load, node.config.crl)
+    if not revocations.installed:
+        return
+    try:
+        certificate = await peer_certificate(node.config, peer, address, timeout)
+        serial = certificate.serial_number
+        revocation = await asyncio.to_thread(revocations.lookup_blocking, serial)
+        if revocation is not None:
+            raise PeerError(
+                f"peer {peer}'s certificate (serial {pki.serial_text(serial)}) is revoked by the "
+                f"federation CRL installed {revocation.installed_at:%Y-%m-%d %H:%M} UTC; the "
+                "session was not started"
+            )
+    except PeerError as exc:
+        await settled(submit(audit_refusal, node, event, fields, describe(exc)))
+        raise
 
 
 class _SessionStream:

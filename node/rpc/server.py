@@ -19,6 +19,14 @@ the process exits. With `--workers N`, N such processes are forked before gRPC
 starts and share the port through SO_REUSEPORT; each has its own limits, and
 stops at once (no drain) if the parent dies, even by SIGKILL. A
 lock in the node directory stops a second `serve` of the same node.
+
+Certificates change without a restart: the TLS credentials are dynamic
+(`_NodeCredentials`: gRPC asks before every handshake, and the node's key,
+certificate and CA are read again when their files changed, as `cert install`
+replaces them), and every call's caller is looked up in the installed CRL
+(`pki.RevocationList`, read again when `crl install` replaced it): a revoked
+caller is refused UNAUTHENTICATED ("certificate revoked") and the refusal
+audited like any other.
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import datetime as dt
 import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +50,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from crypto.batch import BatchRunner, new_process_pool
-from node.errors import ConfigError, InvalidInput, NodeError, PeerError, Stalled, UnknownPeer
+from node.errors import (
+    CertificateRevoked,
+    ConfigError,
+    InvalidInput,
+    NodeError,
+    PeerError,
+    Stalled,
+    UnknownPeer,
+)
 from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 from node.rpc.status import peer_status
@@ -50,6 +68,7 @@ from node.sessions.messages import Message
 from node.sessions.mutual_responder import answer_session
 from node.sessions.screen_responder import answer_fetch, answer_screen
 from node.setup import pki
+from node.setup.config import NodeConfig
 from node.setup.context import NodeContext
 from node.setup.lock import serve_lock
 
@@ -73,6 +92,7 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
 ]
+EXPIRY_WARNING_DAYS = 30  # serve logs a warning when its own certificate expires sooner
 
 
 async def _within(idle: float, step: Awaitable[T], verb: str, what: str) -> T:
@@ -113,8 +133,9 @@ class _Stream:
 class MatchingServicer(pb_grpc.MatchingServicer):
     """Peers' calls in, `node.sessions` orchestrations, statuses out."""
 
-    def __init__(self, answering: Answering) -> None:
+    def __init__(self, answering: Answering, revocations: pki.RevocationList) -> None:
         self.answering = answering
+        self.revocations = revocations
 
     async def Session(  # noqa: N802 (gRPC's method name)
         self, request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext
@@ -162,12 +183,13 @@ class MatchingServicer(pb_grpc.MatchingServicer):
             raise  # unreachable: abort raises
 
     async def _caller(self, context: grpc.aio.ServicerContext, event: str) -> str:
-        """The caller's agency, read from its verified client certificate; else audited refusal."""
+        """The caller's agency, read from its verified client certificate, unless the installed
+        CRL revokes that certificate; else an audited refusal."""
         certificates = context.auth_context().get("x509_pem_cert")
         try:
             if not certificates:
                 raise ConfigError("no client certificate")
-            return pki.agency_from_certificate(certificates[0])
+            caller = pki.certificate_info(certificates[0])
         except ConfigError as exc:
             refusal = UnknownPeer(
                 f"a caller's certificate names no agency ({exc})",
@@ -175,6 +197,23 @@ class MatchingServicer(pb_grpc.MatchingServicer):
             )
             await self.answering.refused(event, {"peer": "unidentified"}, refusal)
             raise refusal from None
+        revocation = await asyncio.to_thread(self.revocations.lookup_blocking, caller.serial)
+        if revocation is not None:
+            serial = pki.serial_text(caller.serial)
+            refusal = CertificateRevoked(
+                f"peer {caller.agency}'s certificate (serial {serial}) is revoked by the "
+                f"federation CRL number {revocation.crl_number} installed "
+                f"{revocation.installed_at:%Y-%m-%d %H:%M} UTC; the call was refused",
+                peer=(
+                    f"certificate revoked: the certificate your node presented (serial {serial}) "
+                    "is on the federation's revocation list; ask the federation CA operator for "
+                    "a new one"
+                ),
+            )
+            log.warning("%s", refusal)
+            await self.answering.refused(event, {"peer": caller.agency}, refusal)
+            raise refusal
+        return caller.agency
 
     async def _request(
         self,
@@ -238,15 +277,17 @@ async def _serve(node: NodeContext, reuse_port: bool, jobs: Sequence[Job]) -> No
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking"))
     answering = Answering.of(node)
+    revocations = pki.RevocationList.load(node.config.crl)
     server = grpc.aio.server(options=[*SERVER_OPTIONS, ("grpc.so_reuseport", int(reuse_port))])
-    _add_matching_service(MatchingServicer(answering), server)
+    _add_matching_service(MatchingServicer(answering, revocations), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     listen = node.config.listen
-    if server.add_secure_port(listen, _server_credentials(node)) == 0:
+    credentials = _NodeCredentials(node.config).server_credentials()
+    if server.add_secure_port(listen, credentials) == 0:
         raise ConfigError(f"cannot listen on {listen}: address in use or not local")
     stopping = asyncio.Event()
     grace = float(node.config.grace_seconds)
@@ -275,13 +316,87 @@ async def _serve(node: NodeContext, reuse_port: bool, jobs: Sequence[Job]) -> No
         print(f"{node.config.agency} stopped (pid {os.getpid()})", flush=True)
 
 
-def _server_credentials(node: NodeContext) -> grpc.ServerCredentials:
-    config = node.config
-    return grpc.ssl_server_credentials(
-        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
-        root_certificates=config.ca_cert.read_bytes(),
-        require_client_auth=True,
-    )
+class _NodeCredentials:
+    """The node's TLS key, certificate and CA for each new connection, re-read when they change.
+
+    gRPC's core calls `fetch` before every handshake, from its own thread. It
+    stats the three files and returns a new configuration only when one of them
+    changed *and* the key matches the certificate — `cert install` replaces
+    them one by one, so a half-done install is skipped until it is complete —
+    else None, which keeps the current configuration for the connection.
+    """
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.paths = (config.tls_key, config.tls_cert, config.ca_cert)
+        self.stamp: tuple[tuple[int, int, int] | None, ...] = ()
+        self.refused: tuple[tuple[int, int, int] | None, ...] = ()
+        self.lock = threading.Lock()
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """Dynamic server credentials, starting from the files as they are (ConfigError if bad)."""
+        try:
+            initial, info = self._configuration()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the node's TLS files ({exc})") from None
+        _warn_if_expiring(info)
+        return grpc.dynamic_ssl_server_credentials(
+            initial, self.fetch, require_client_authentication=True
+        )
+
+    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
+        return tuple(_file_stamp(path) for path in self.paths)
+
+    def _configuration(self) -> tuple[grpc.ServerCertificateConfiguration, pki.CertificateInfo]:
+        stamp = self._stamps()  # before reading: a change while reading is seen next time
+        key, cert, ca = (path.read_bytes() for path in self.paths)
+        info = pki.check_key_pair(key, cert)
+        self.stamp = stamp
+        return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca), info
+
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        """A new configuration if the files changed and are usable, else None (keep the current)."""
+        with self.lock:
+            stamp = self._stamps()
+            if stamp == self.stamp or stamp == self.refused:
+                return None
+            try:
+                configuration, info = self._configuration()
+            except (ConfigError, OSError) as exc:  # mid-install, or broken: keep what serves
+                self.refused = stamp
+                log.warning(
+                    "TLS files changed but cannot be used yet; keeping the current: %s", exc
+                )
+                return None
+            except Exception:  # never raise into gRPC's core
+                log.exception("reading the TLS files failed; keeping the current certificate")
+                return None
+        log.info(
+            "TLS certificate reloaded: serial %s, valid until %s",
+            pki.serial_text(info.serial),
+            f"{info.not_after:%Y-%m-%d}",
+        )
+        _warn_if_expiring(info)
+        return configuration
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _warn_if_expiring(info: pki.CertificateInfo) -> None:
+    days = (info.not_after - dt.datetime.now(dt.UTC)).days
+    if days < EXPIRY_WARNING_DAYS:
+        log.warning(
+            "this node's certificate (serial %s) %s: renew it with 'blindmatch init NODE_DIR "
+            "--agency %s --listen HOST:PORT --csr-out FILE', then 'blindmatch cert install'",
+            pki.serial_text(info.serial),
+            "has expired" if days < 0 else f"expires in {days} days",
+            info.agency,
+        )
 
 
 def _serve_process(node_dir: Path, reuse_port: bool, jobs: Sequence[Job]) -> None:
@@ -300,7 +415,10 @@ def serve(node_dir: str | os.PathLike[str], workers: int = 1, jobs: Sequence[Job
     own) on its event loop, and cancels them when it stops.
     """
     node_dir = Path(node_dir)
-    NodeContext.load(node_dir, BatchRunner())  # fail fast, with a clear error, before forking
+    # Fail fast, with a clear error, before forking: no node, no certificate, an unusable CRL.
+    node = NodeContext.load(node_dir, BatchRunner())
+    pki.require_certificate(node.config)
+    pki.RevocationList.load(node.config.crl)
     with serve_lock(node_dir):
         if workers <= 1:
             _serve_process(node_dir, reuse_port=False, jobs=jobs)

@@ -8,6 +8,8 @@
   entries, and says why a session failed.
 - `answering`: what a serving node shares between the calls it answers (limits, lists).
 - `labels`, `results`: labels of matched records; what an initiator reports.
+- `erasure`: removing a record, dropping a list, expiring records past their retention,
+  each with its screening epoch rotated and audited in one transaction.
 
 `node.rpc` carries these messages over gRPC; nothing here imports it.
 """

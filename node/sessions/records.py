@@ -149,14 +149,30 @@ class SessionRecord:
         event: str | None = None,
         **audit_extra: object,
     ) -> None:
-        """Records the completed session, its hits, audit entry and disclosures at once."""
+        """Records the completed session, its hits, audit entry and disclosures at once.
+
+        Hits seen before are updated, not added (`Store.add_hits`); the entry
+        counts the hits this session found and how many of them are new.
+        """
         store = self.node.store()
+        now = self.node.now()  # the node's clock, so that tests can pin first and last seen
         fields = self.fields(peer_set_size=peer_count, match_count=match_count, hits=len(hits))
         with store.transaction() as conn:
-            store.finish_session(self.session_id, "completed", match_count, peer_count=peer_count)
-            store.add_hits(self.session_id, self.peer, self.role, self.list, self.mode, hits)
+            store.finish_session(
+                self.session_id,
+                "completed",
+                match_count,
+                peer_count=peer_count,
+                finished_at=now.isoformat(timespec="seconds"),
+            )
+            new_hits = store.add_hits(
+                self.session_id, self.peer, self.role, self.list, self.mode, hits, seen_at=now
+            )
             append_audit(
-                conn, self.node, event or _COMPLETED_EVENT[self.role], fields | audit_extra
+                conn,
+                self.node,
+                event or _COMPLETED_EVENT[self.role],
+                fields | audit_extra | {"new_hits": len(new_hits)},
             )
             append_disclosure(conn, self.node, fields, "sent", labels_sent)
             append_disclosure(conn, self.node, fields, "received", labels_received)
@@ -182,7 +198,9 @@ class SessionRecord:
         store = self.node.store()
         fields = self.fields(reason=reason)
         with store.transaction() as conn:
-            store.finish_session(self.session_id, "failed")
+            store.finish_session(
+                self.session_id, "failed", finished_at=self.node.now().isoformat(timespec="seconds")
+            )
             append_audit(conn, self.node, "session.failed", fields)
             append_disclosure(conn, self.node, fields, "sent", labels_sent)
         log.info(

@@ -10,7 +10,9 @@ elements without an entry for the epoch are encoded (entries die with their elem
 (`serve --workers`): whether a rotation is due is decided again inside its write
 transaction, so only one of them rotates, and a build whose epoch another process
 rotated away starts again on the new one. `rotate_epoch` (also `blindmatch epoch rotate`)
-makes a new epoch and deletes the old ones and their entries. Labels are sealed for
+makes a new epoch and deletes the old ones and their entries; an erasure
+(`node.sessions.erasure`) does the same in its own transaction, so that no peer's cached
+copy of the set can answer for an erased record. Labels are sealed for
 every labelled element; a peer whose policy withholds labels gets the tags only.
 `answer_screen` charges the peer's budget of items per UTC day (`screen_usage`) and
 audits "screen.answered" in one transaction; it records no session and no hits.
@@ -50,6 +52,7 @@ __all__ = [
     "build_encoded_list",
     "current_epoch",
     "rotate_epoch",
+    "rotate_in_transaction",
 ]
 
 SUITE = "ristretto255-sha512"
@@ -68,10 +71,10 @@ def rotate_epoch(
     """Starts a new key epoch for a list, deleting the old ones; audits "epoch.rotated"."""
     list_id, _, _ = store.list_row(list_name)
     with store.transaction() as conn:
-        return _rotate(node, conn, list_id, list_name, operator, reason)
+        return rotate_in_transaction(node, conn, list_id, list_name, operator, reason)
 
 
-def _rotate(
+def rotate_in_transaction(
     node: NodeContext,
     conn: sqlite3.Connection,
     list_id: int,
@@ -79,6 +82,7 @@ def _rotate(
     operator: str,
     reason: str,
 ) -> Epoch:
+    """Starts a new key epoch inside the caller's transaction, deleting the old ones; audited."""
     now = node.now().isoformat(timespec="seconds")
     epoch = tables.insert_epoch(conn, list_id, list_name, secrets.token_bytes(32), now)
     previous = tables.delete_other_epochs(conn, list_id, keep=epoch.id)
@@ -103,7 +107,7 @@ def _epoch_when_due_rotated(node: NodeContext, store: Store, list_id: int, list_
         if epoch is not None and not _due(node, epoch):
             return epoch
         reason = "first use" if epoch is None else "schedule"
-        return _rotate(node, conn, list_id, list_name, "node", reason)
+        return rotate_in_transaction(node, conn, list_id, list_name, "node", reason)
 
 
 def current_epoch(node: NodeContext, store: Store, list_name: str) -> Epoch:

@@ -5,7 +5,8 @@ A node directory holds::
     node.toml        this file: agency id, listen address, canonicalisation, peers
     store.sqlite     lists, records, cached points, sessions, hits, audit (node.store)
     audit.key/.pub   Ed25519 key that signs the audit log (node.pki)
-    tls/             node.key, node.crt (issued by the federation CA) and ca.crt
+    tls/             node.key, node.crt (issued by the federation CA), ca.crt, crl.pem (the
+                     CA's revocation list) and pending.key (a request not installed yet)
 
 `node.toml`::
 
@@ -18,6 +19,7 @@ A node directory holds::
     idle_seconds = 30                # a stream with no message for this long is aborted
     max_sessions = 256               # calls served at once, all peers together
     grace_seconds = 30               # on SIGTERM, calls in flight get this long to finish
+    retain_days = 0                  # records not stored for this long expire (0: keep)
     [peers.police-nl]
     address = "127.0.0.1:50052"
     lists = []                       # empty = all lists
@@ -48,6 +50,7 @@ from typing import Any, cast
 import tomli_w
 
 from crypto.groups import SUITES
+from node.data.erasure import MAX_RETAIN_DAYS
 from node.data.identifiers import CanonContext, DateOrder
 from node.errors import ConfigError
 
@@ -180,6 +183,7 @@ class NodeConfig:
     idle_seconds: int = SERVING_LIMITS["idle_seconds"][0]
     max_sessions: int = SERVING_LIMITS["max_sessions"][0]
     grace_seconds: int = SERVING_LIMITS["grace_seconds"][0]
+    retain_days: int = 0
     peers: Mapping[str, PeerPolicy] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -206,6 +210,16 @@ class NodeConfig:
     def ca_cert(self) -> Path:
         """Path of the federation CA certificate the node trusts."""
         return self.node_dir / "tls" / "ca.crt"
+
+    @property
+    def tls_pending_key(self) -> Path:
+        """Path of the key of a certificate request not installed yet (`init --csr-out`)."""
+        return self.node_dir / "tls" / "pending.key"
+
+    @property
+    def crl(self) -> Path:
+        """Path of the federation CRL the node installed (`crl install`)."""
+        return self.node_dir / "tls" / "crl.pem"
 
     @property
     def audit_key(self) -> Path:
@@ -237,6 +251,7 @@ class NodeConfig:
             "suite": self.suite,
             "screen_epoch_hours": self.screen_epoch_hours,
             **{name: getattr(self, name) for name in SERVING_LIMITS},
+            "retain_days": self.retain_days,
             "peers": {name: peer.to_toml() for name, peer in sorted(self.peers.items())},
         }
 
@@ -255,6 +270,12 @@ class NodeConfig:
             raise ConfigError(
                 f"{where}: screen_epoch_hours must be a whole number of hours from 1 to 87600 "
                 f"(ten years), got {hours!r}"
+            )
+        days = self.retain_days
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= MAX_RETAIN_DAYS:
+            raise ConfigError(
+                f"{where}: retain_days must be a whole number of days from 0 (keep records "
+                f"forever) to {MAX_RETAIN_DAYS}, got {days!r}"
             )
         for name, (_, low, high) in SERVING_LIMITS.items():
             value = getattr(self, name)
@@ -278,7 +299,7 @@ class NodeConfig:
         except FileNotFoundError:
             raise ConfigError(
                 f"{path} not found: is {node_dir} a node directory? Create one with "
-                "'blindmatch init NODE_DIR --agency ID --listen HOST:PORT --ca CA_DIR'"
+                "'blindmatch init NODE_DIR --agency ID --listen HOST:PORT --csr-out FILE'"
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc}); fix or re-create it") from None
@@ -297,6 +318,7 @@ class NodeConfig:
             "date_order",
             "suite",
             "screen_epoch_hours",
+            "retain_days",
             "peers",
             *SERVING_LIMITS,
         }
@@ -329,6 +351,7 @@ class NodeConfig:
             screen_epoch_hours=_get(
                 data, "screen_epoch_hours", int, str(path), DEFAULT_SCREEN_EPOCH_HOURS
             ),
+            retain_days=_get(data, "retain_days", int, str(path), 0),
             peers=MappingProxyType(peers),
             **{
                 name: _get(data, name, int, str(path), default)
@@ -430,6 +453,8 @@ SETTABLE: Mapping[str, str] = MappingProxyType(
         "date_order": "how to read slashed dates both ways valid: DMY, MDY, or '' to refuse them",
         "suite": f"suite of the sessions this node initiates: {', '.join(sorted(SUITES))}",
         "screen_epoch_hours": "screening key epochs rotate this often (1-87600)",
+        "retain_days": "records not stored (ingested) for this many days expire, for lists "
+        "without their own --retain-days (0: keep forever)",
         **{
             name: f"serving limit, a whole number from {low} to {high}"
             for name, (_, low, high) in SERVING_LIMITS.items()

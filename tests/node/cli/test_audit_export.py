@@ -44,22 +44,23 @@ def test_export_is_reverifiable_and_itself_audited(run_cli: RunCli, tmp_path: Pa
     run_cli("config", "set", "node", "date_order", "DMY", check=True)
     run_cli("peer", "add", "node", "--agency", "police-nl", "--address", "h:1", check=True)
     lines = export(run_cli, "--operator", "dpo")
-    assert [line["event"] for line in lines] == ["config.set", "peer.added"]
+    # init --ca installs the node's certificate, audited, before anything else.
+    assert [line["event"] for line in lines] == ["cert.installed", "config.set", "peer.added"]
     assert lines[0]["seq"] == 1 and lines[0]["prev_hash"] == "00" * 32
     third_party_check(lines, (node / "audit.pub").read_bytes())
 
     again = export(run_cli)
-    assert again[:2] == lines and again[2]["event"] == "audit.exported"
-    assert json.loads(str(again[2]["body"])) == {"operator": "dpo", "since": "", "entries": 2}
+    assert again[:3] == lines and again[3]["event"] == "audit.exported"
+    assert json.loads(str(again[3]["body"])) == {"operator": "dpo", "since": "", "entries": 3}
     third_party_check(again, (node / "audit.pub").read_bytes())
 
     later = export(run_cli, "--since", str(again[-1]["at"]))
-    assert [line["seq"] for line in later] == [3, 4]  # from that entry on, linked by prev_hash
+    assert [line["seq"] for line in later] == [4, 5]  # from that entry on, linked by prev_hash
     third_party_check(later, (node / "audit.pub").read_bytes())
     assert export(run_cli, "--since", "2999-01-01") == []
 
     tampered = [dict(line) for line in again]
-    tampered[1]["body"] = str(tampered[1]["body"]).replace("h:1", "h:2")
+    tampered[2]["body"] = str(tampered[2]["body"]).replace("h:1", "h:2")
     try:
         third_party_check(tampered, (node / "audit.pub").read_bytes())
     except AssertionError:

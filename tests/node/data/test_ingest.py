@@ -367,3 +367,49 @@ def test_collector_settings_are_restored(node: NodeConfig, tmp_path: Path) -> No
     with pytest.raises(InvalidInput):
         run(node, broken)
     assert gc.get_threshold() == before
+
+
+def test_replace_and_update_erase_what_the_list_no_longer_holds(
+    node: NodeConfig, tmp_path: Path
+) -> None:
+    first = tmp_path / "first.csv"
+    first.write_text("ref,iban,imo\nA,NL91ABNA0417164300,9074729\nB,GB82WEST12345698765432,\n")
+    run(node, first)
+    with Store.open(node.store_path) as store, store.transaction() as conn:
+        found = [
+            {"ref": "A", "type": "iban"},
+            {"ref": "A", "type": "imo"},
+            {"ref": "B", "type": "iban"},
+        ]
+        store.add_hits("s1", "police-nl", "initiator", "w", "mutual", found)
+        conn.execute(
+            "INSERT INTO screen_epochs (list_id, seed, public_key, list_version, created_at) "
+            "SELECT id, x'00', x'00', version, '2026-01-01' FROM lists WHERE name = 'w'"
+        )
+
+    def left() -> tuple[list[tuple[str, str]], int]:
+        with Store.open(node.store_path) as store:
+            hits = sorted((h["ref"], h["type"]) for h in store.hits())
+            epochs = store.conn.execute("SELECT count(*) FROM screen_epochs").fetchone()[0]
+        return hits, epochs
+
+    # An update by ref that drops A's IMO: that hit goes, and no cached set answers for it.
+    update = tmp_path / "update.csv"
+    update.write_text("ref,iban\nA,NL91ABNA0417164300\n")
+    run(node, update)
+    assert left() == ([("A", "iban"), ("B", "iban")], 0)
+    # A replace without B: B's hit goes too.
+    run(node, update, replace=True)
+    assert left() == ([("A", "iban")], 0)
+    with Store.open(node.store_path) as store:
+        bodies = [e.fields for e in audit.entries(store.conn) if e.event == "ingest"]
+    assert [(b.get("hits_erased"), b.get("screening_epochs_retired")) for b in bodies] == [
+        (None, None),
+        (1, 1),
+        (1, 0),
+    ]
+    # Adding records only erases nothing.
+    added = tmp_path / "added.csv"
+    added.write_text("ref,iban\nC,GB82WEST12345698765432\n")
+    run(node, added)
+    assert left() == ([("A", "iban")], 0)

@@ -59,7 +59,10 @@ def test_list_points_sessions_hits(tmp_path: Path) -> None:
             "VALUES (1, 'w', 'watchlist', 1, 'x', ?)",
             (CANON_VERSION,),
         )
-        conn.execute("INSERT INTO records VALUES (1, 1, 'r1', 'case 1'), (2, 1, 'r2', NULL)")
+        conn.execute(
+            "INSERT INTO records (id, list_id, ref, label) "
+            "VALUES (1, 1, 'r1', 'case 1'), (2, 1, 'r2', NULL)"
+        )
         conn.executemany(
             "INSERT INTO elements VALUES (?, ?, ?, ?, ?, ?)",
             [
@@ -83,20 +86,31 @@ def test_list_points_sessions_hits(tmp_path: Path) -> None:
         store.record_session(
             "s1", "police-nl", "initiator", "mutual", "x25519-blake3", "w", "deconfliction"
         )
-        store.add_hits(
-            "s1", "police-nl", "initiator", [{"ref": "r1", "type": "iban", "peer_label": "L"}]
+        new = store.add_hits(
+            "s1",
+            "police-nl",
+            "initiator",
+            "w",
+            "mutual",
+            [{"ref": "r1", "type": "iban", "peer_label": "L"}],
         )
         store.finish_session("s1", "done", match_count=1)
-        assert store.hits() == [
-            {
-                "session_id": "s1",
-                "peer": "police-nl",
-                "ref": "r1",
-                "type": "iban",
-                "peer_label": "L",
-                "role": "initiator",
-            }
-        ]
+        [hit] = store.hits()
+        assert new == [hit["id"]]
+        assert hit == {
+            "id": hit["id"],
+            "peer": "police-nl",
+            "list": "w",
+            "ref": "r1",
+            "type": "iban",
+            "peer_label": "L",
+            "role": "initiator",
+            "mode": "mutual",
+            "status": "new",
+            "first_seen": hit["first_seen"],
+            "last_seen": hit["first_seen"],
+            "sessions": 1,
+        }
         [session] = store.sessions(peer="police-nl")
         assert session["status"] == "done" and session["match_count"] == 1
         with pytest.raises(NotFound):

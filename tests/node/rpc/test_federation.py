@@ -117,20 +117,23 @@ def test_mutual_session_matches_messy_notations_on_both_sides(fed: Federation) -
     }
     assert all(m["peer_label"] == police_labels[m["ref"]] for m in result["matches"])
 
-    theirs = [h for h in fed.hits("police-nl") if h["session_id"] == result["session_id"]]
+    theirs = fed.hits("police-nl", "--peer", "customs-nl", "--list", "targets")
     assert {(h["ref"], h["type"]) for h in theirs} == EXPECTED_POLICE
     customs_labels = {"P1": "customs case C1", "P2": "customs case C2", "P3": "customs case C3"}
     assert all(h["peer_label"] == customs_labels[h["ref"]] for h in theirs)
-    assert all(h["role"] == "responder" and h["peer"] == "customs-nl" for h in theirs)
-    ours = [h for h in fed.hits("customs-nl") if h["session_id"] == result["session_id"]]
+    assert all((h["role"], h["mode"], h["peer"]) == ("responder", "mutual", "customs-nl")
+               for h in theirs)  # fmt: skip
+    ours = fed.hits("customs-nl", "--peer", "police-nl", "--list", "seizures")
     assert {(h["ref"], h["type"]) for h in ours} == EXPECTED_CUSTOMS
+    assert all(h["role"] == "initiator" and h["status"] == "new" for h in ours)
 
 
 def test_count_session_reveals_only_the_number(fed: Federation) -> None:
+    before = {agency: fed.hits(agency) for agency in ("customs-nl", "police-nl")}
     result = fed.match("customs-nl", "police-nl", "seizures", "targets", mode="count")
     assert (result["match_count"], result["matches"]) == (8, [])
-    for agency in ("customs-nl", "police-nl"):
-        assert not [h for h in fed.hits(agency) if h["session_id"] == result["session_id"]]
+    for agency, hits in before.items():  # a count session records no hit, new or seen again
+        assert fed.hits(agency) == hits
     # The responder never learns the count, so its log must not claim one.
     lines = [line for line in (fed.root / "police-nl.log").read_text().splitlines()
              if result["session_id"] in line]  # fmt: skip
@@ -344,9 +347,9 @@ def test_restart_keeps_lists_hits_and_audit_and_audit_detects_alteration(fed: Fe
     verified = fed.cli("audit", "verify", police).stdout
     assert "intact" in verified
     restart(fed, "police-nl")
+    assert fed.cli("audit", "verify", police).stdout == verified  # before `hits` audits again
     after = [fed.cli(*args, police).stdout for args in (("lists", "--json"), ("hits", "--json"))]
     assert after == before
-    assert fed.cli("audit", "verify", police).stdout == verified
 
     copy = fed.root / "police-copy"
     subprocess.run(["cp", "-r", str(police), str(copy)], check=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
 import multiprocessing
 import sqlite3
@@ -80,7 +81,7 @@ def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: P
     try:
         fed.start("police-nl")
         mutual = _match(fed, "mutual")
-        police_hits_after_mutual = len(fed.hits("police-nl"))
+        police_hits_after_mutual = fed.hits("police-nl")
         screen = _match(fed, "screen")
         assert screen["mode"] == "screen" and screen["suite"] == "ristretto255-sha512"
         assert sorted(map(_key, screen["matches"])) == sorted(map(_key, mutual["matches"]))
@@ -89,10 +90,13 @@ def test_screen_finds_what_mutual_finds_and_refetches_after_rotation(tmp_path: P
         assert screen["peer_count"] == 11  # encoded entries: one per stored element
         assert any(m["peer_label"] == "Case 1: contact police ops; Case 5 (same passport as P-1)"
                    for m in screen["matches"])  # fmt: skip
-        # The responder records no hits for screening, the initiator records them.
-        assert len(fed.hits("police-nl")) == police_hits_after_mutual
-        mine = [h for h in fed.hits("customs-nl") if h["session_id"] == screen["session_id"]]
-        assert len(mine) == len(screen["matches"])
+        # The responder records no hits for screening, the initiator records them: the same
+        # hits as the mutual session's, seen again by a second session, now in screen mode.
+        assert fed.hits("police-nl") == police_hits_after_mutual
+        mine = fed.hits("customs-nl")
+        assert sorted({_key(h) for h in mine}) == sorted({_key(m) for m in screen["matches"]})
+        assert all((h["sessions"], h["mode"], h["role"]) == (2, "screen", "initiator")
+                   for h in mine)  # fmt: skip
 
         def fetched() -> list[int]:
             return [b["epoch"] for e, b in _audit_events(tmp_path / "police-nl")
@@ -287,6 +291,40 @@ def test_list_change_and_rotation_refetch_and_incremental_build(pair: Any, tmp_p
     police.now = lambda: later
     with police.open_store() as store:
         assert current_epoch(police, store, "wl").id > rotated.id
+
+
+def test_screen_hits_are_records_seen_at_the_nodes_clock(pair: Any) -> None:
+    police, customs = pair
+    policy = dataclasses.replace(police.config.peers["customs-nl"], screen_budget_per_day=1000)
+    police.config = dataclasses.replace(
+        police.config, peers=MappingProxyType({"customs-nl": policy})
+    )
+    t0 = datetime.datetime(2026, 5, 1, 9, 0, tzinfo=datetime.UTC)
+    customs.now = lambda: t0
+    first = _screen(police, customs)
+    with customs.open_store() as store:
+        hits = store.hits()
+    assert {_key(h) for h in hits} == {_key(m) for m in first.matches}
+    assert {(h["first_seen"], h["last_seen"], h["sessions"]) for h in hits} == {
+        ("2026-05-01T09:00:00+00:00", "2026-05-01T09:00:00+00:00", 1)
+    }
+    assert {(h["peer"], h["list"], h["role"], h["mode"], h["status"]) for h in hits} == {
+        ("police-nl", "manifest", "initiator", "screen", "new")
+    }
+    later = t0 + datetime.timedelta(days=1)
+    customs.now = lambda: later
+    _screen(police, customs)
+    with customs.open_store() as store:
+        again = {h["id"]: h for h in store.hits()}
+        [session] = [s for s in store.sessions() if s["started_at"] == later.isoformat()]
+    assert set(again) == {h["id"] for h in hits}  # seen again: updated, none added
+    assert {(h["first_seen"], h["last_seen"], h["sessions"]) for h in again.values()} == {
+        ("2026-05-01T09:00:00+00:00", "2026-05-02T09:00:00+00:00", 2)
+    }
+    assert session["finished_at"] == later.isoformat()
+    queries = [b for e, b in _audit_events(customs.config.node_dir) if e == "screen.query"]
+    found = len(first.matches)
+    assert [(q["hits"], q["new_hits"]) for q in queries] == [(found, len(hits)), (found, 0)]
 
 
 class _Tampering(LocalTransport):

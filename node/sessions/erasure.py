@@ -1,0 +1,208 @@
+"""Erasure and retention (DESIGN §5): removing a record, dropping a list, expiring records.
+
+The one orchestration every caller uses: the CLI (`records remove`, `lists drop`), the
+retention job of `serve` (`node.jobs.retention`) and the local HTTP API. Each erasure is
+one transaction in which
+
+1. the rows go (`node.data.erasure`): the record(s), their elements with cached points
+   and screening entries, and their hits (or the whole list with its epochs);
+2. the list's version is bumped, so a serving node reloads its points before the next
+   mutual session and refuses screening queries made against the older version;
+3. the list's screening key epoch is rotated and the old epochs deleted with their keys
+   (`screen_responder.rotate_in_transaction`). A peer that fetched the encoded set before
+   the erasure holds the erased record's tag under the old key: its next query is refused
+   as stale and it fetches a set without the record. With the old key gone, no cached
+   copy can answer for the record again, even one that claims the current list version.
+   A list never screened has no epoch and no copy to invalidate: nothing rotates. A
+   dropped list's epochs go with it (epoch numbers are never reused);
+4. one audit entry says who, why and how many: `record.removed`, `list.dropped` or
+   `records.expired` — never the ref, an identifier or a label.
+
+Retention: a list's own `retain_days` (set by `ingest --retain-days`; 0 keeps forever),
+else the node's `retain_days` (node.toml; 0, the default, keeps forever). A record expires
+when it has not been stored (ingested or re-ingested) for that many days by the node's
+clock. `expire_records` is idempotent: which records expired is decided inside each
+list's write transaction, so of several processes serving one store (`serve --workers`)
+the first deletes them and the others find nothing, writing nothing and auditing nothing.
+
+Every function blocks on SQLite: call it off the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from dataclasses import dataclass
+
+from node.data import erasure as tables
+from node.data.erasure import Erased, ListRow
+from node.data.screening import latest_epoch
+from node.data.store import Store, check_list_name
+from node.errors import ConfigError, NotFound
+from node.policy import MAX_PURPOSE_CHARS
+from node.sessions.records import append_audit
+from node.sessions.screen_responder import rotate_in_transaction
+from node.setup.context import NodeContext
+
+__all__ = ["Erased", "Erasure", "check_reason", "drop_list", "expire_records", "remove_record"]
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What one erasure of one list did: what it deleted and the screening epoch it started."""
+
+    list: str
+    erased: Erased
+    epoch: int | None = None
+    """The new screening key epoch, if the list had one (peers' cached copies are now stale)."""
+    retain_days: int | None = None
+    """The retention a purge applied."""
+
+
+def check_reason(reason: str | None, required: bool) -> str | None:
+    """Returns the erasure's reason stripped, or raises ConfigError saying how to give one."""
+    text = (reason or "").strip()
+    if not text:
+        if required:
+            raise ConfigError(
+                "an erasure needs a reason, kept in the audit log for the data protection "
+                "officer: pass --reason TEXT (e.g. --reason 'court order 2026/114'; "
+                "no identifiers)"
+            )
+        return None
+    if len(text) > MAX_PURPOSE_CHARS or not text.isprintable():
+        raise ConfigError(
+            f"--reason must be printable text of at most {MAX_PURPOSE_CHARS} characters"
+        )
+    return text
+
+
+def _list(store: Store, name: str) -> ListRow:
+    """The list `name`, read inside the caller's transaction, or NotFound naming the lists."""
+    check_list_name(name)
+    row = tables.find_list(store.conn, name)
+    if row is None:
+        names = ", ".join(tables.list_names(store.conn)) or "none"
+        raise NotFound(
+            f"no list {name!r} in {store.path.parent} (lists: {names}); nothing was changed; "
+            "see 'blindmatch lists NODE_DIR'"
+        )
+    return row
+
+
+def _changed(
+    node: NodeContext, store: Store, conn: sqlite3.Connection, row: ListRow, why: str, who: str
+) -> int | None:
+    """Bumps the list's version and rotates its screening epoch if it has one; the new epoch."""
+    tables.touch_list(conn, row.id, _iso(node.now()))
+    if latest_epoch(store, row.name) is None:
+        return None
+    return rotate_in_transaction(node, conn, row.id, row.name, who, why).id
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def _cutoff(node: NodeContext, days: int) -> str:
+    """When a record must have been stored since to be kept `days` days."""
+    return _iso(node.now() - dt.timedelta(days=days))
+
+
+def remove_record(
+    node: NodeContext, store: Store, list_name: str, ref: str, reason: str | None, operator: str
+) -> Erasure:
+    """Removes one record, its elements and hits, in one audited transaction (`record.removed`).
+
+    Raises NotFound for an unknown list or ref and ConfigError without a reason; both
+    change nothing. Removing a list's last record leaves the list, empty.
+    """
+    why = check_reason(reason, required=True)
+    ref = ref.strip()
+    with store.transaction() as conn:
+        row = _list(store, list_name)
+        erased = tables.remove_record(conn, row, ref) if ref else None
+        if erased is None:
+            raise NotFound(
+                f"list {list_name!r} has no record with ref {ref!r}; nothing was changed "
+                "(refs are the 'ref' column of the ingested file, matched exactly)"
+            )
+        append_audit(
+            conn,
+            node,
+            "record.removed",
+            {
+                "operator": operator,
+                "list": row.name,
+                "reason": why,
+                "records": erased.records,
+                "elements": erased.elements,
+                "hits": erased.hits,
+            },
+        )
+        epoch = _changed(node, store, conn, row, "record removed", operator)
+    return Erasure(row.name, erased, epoch)
+
+
+def drop_list(
+    node: NodeContext, store: Store, list_name: str, reason: str | None, operator: str
+) -> Erasure:
+    """Removes a whole list with its records, screening epochs and hits (`list.dropped`).
+
+    Raises NotFound for an unknown list (nothing changes).
+    """
+    why = check_reason(reason, required=False)
+    with store.transaction() as conn:
+        row = _list(store, list_name)
+        erased = tables.drop_list(conn, row)
+        append_audit(
+            conn,
+            node,
+            "list.dropped",
+            {
+                "operator": operator,
+                "list": row.name,
+                "kind": row.kind,
+                "reason": why,
+                "records": erased.records,
+                "elements": erased.elements,
+                "hits": erased.hits,
+            },
+        )
+    return Erasure(row.name, erased)
+
+
+def expire_records(node: NodeContext, store: Store) -> list[Erasure]:
+    """Deletes every record kept past its list's retention, one audited transaction per list."""
+    default = node.config.retain_days
+    expired = []
+    for name, days in tables.lists_with_retention(store.conn, default):
+        row = tables.find_list(store.conn, name)
+        if row is None or not tables.has_expired(store.conn, row.id, _cutoff(node, days)):
+            continue  # read first: an hourly pass that finds nothing takes no write lock
+        with store.transaction() as conn:
+            row = tables.find_list(conn, name)  # read again under the write lock
+            days = default if row is None or row.retain_days is None else row.retain_days
+            if row is None or days <= 0:
+                continue
+            cutoff = _cutoff(node, days)
+            erased = tables.expire_records(conn, row, cutoff)
+            if not erased.records:  # nothing, or another serving process was first
+                continue
+            append_audit(
+                conn,
+                node,
+                "records.expired",
+                {
+                    "operator": "node",
+                    "list": row.name,
+                    "retain_days": days,
+                    "stored_before": cutoff,
+                    "records": erased.records,
+                    "elements": erased.elements,
+                    "hits": erased.hits,
+                },
+            )
+            epoch = _changed(node, store, conn, row, "records expired", "node")
+        expired.append(Erasure(row.name, erased, epoch, days))
+    return expired
