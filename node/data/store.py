@@ -239,6 +239,25 @@ _MIGRATIONS: list[str] = [
     ALTER TABLE records ADD COLUMN stored_at TEXT;
     UPDATE records SET stored_at = (SELECT updated_at FROM lists WHERE lists.id = records.list_id);
     """,
+    # Deconfliction (DESIGN §2, §5): an operations record's validity window (ISO 8601 UTC;
+    # NULL: open), and the notification outbox: one row per (new hit, webhook URL), written
+    # in the transaction that records the hit, delivered by `serve` until a 2xx.
+    """
+    ALTER TABLE records ADD COLUMN valid_from TEXT;
+    ALTER TABLE records ADD COLUMN valid_until TEXT;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        hit_id INTEGER NOT NULL REFERENCES hits(id) ON DELETE CASCADE,
+        url TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        delivered_at TEXT,
+        last_error TEXT,
+        UNIQUE (hit_id, url)
+    );
+    CREATE INDEX outbox_due ON outbox(delivered_at, next_attempt_at);
+    """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
 
