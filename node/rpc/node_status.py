@@ -7,7 +7,7 @@ the certificate it presents (revoked or not by the installed CRL); the node's
 certificate expiry and the installed CRL; lists with their versions and
 screening epochs; how many hits are new. Anything an operator should act on is
 also a line in ``warnings``, saying what to do: a peer down, a certificate
-within `EXPIRY_WARNING_DAYS` of expiry or revoked, a CRL past its next update,
+within `pki.EXPIRY_WARNING_DAYS` of expiry or revoked, a CRL past its next update,
 a list that must be reloaded.
 """
 
@@ -29,9 +29,7 @@ from node.setup import pki
 from node.setup.config import NodeConfig, PeerPolicy
 from node.setup.lock import Serving, serving
 
-__all__ = ["EXPIRY_WARNING_DAYS", "node_status"]
-
-EXPIRY_WARNING_DAYS = 30
+__all__ = ["node_status"]
 CHECK_SECONDS = 5.0
 """How long a peer's health check or TLS handshake may take before it counts as unreachable."""
 
@@ -184,7 +182,7 @@ def _warnings(
     elif answering is not None:
         warnings.append(f"serving (pid {report['serving']['pid']}) but not answering: {answering}")
     days = report["certificate"]["days_left"]
-    if days < EXPIRY_WARNING_DAYS:
+    if days < pki.EXPIRY_WARNING_DAYS:
         warnings.append(
             f"this node's certificate {'expired' if days < 0 else f'expires in {days} days'} "
             f"({report['certificate']['not_after']}): renew it with 'blindmatch init {node_dir} "
@@ -209,7 +207,7 @@ def _warnings(
                 f"peer {peer['agency']} presents certificate {cert['serial']}, revoked by the "
                 "installed CRL: no session with it will start until it installs a new one"
             )
-        elif cert and cert["days_left"] < EXPIRY_WARNING_DAYS:
+        elif cert and cert["days_left"] < pki.EXPIRY_WARNING_DAYS:
             warnings.append(
                 f"peer {peer['agency']}'s certificate expires in {cert['days_left']} days "
                 f"({cert['not_after']}): ask them to renew it"

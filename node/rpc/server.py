@@ -92,7 +92,6 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.max_receive_message_length", MAX_MESSAGE),
 ]
-EXPIRY_WARNING_DAYS = 30  # serve logs a warning when its own certificate expires sooner
 
 
 async def _within(idle: float, step: Awaitable[T], verb: str, what: str) -> T:
@@ -389,7 +388,7 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
 
 def _warn_if_expiring(info: pki.CertificateInfo) -> None:
     days = (info.not_after - dt.datetime.now(dt.UTC)).days
-    if days < EXPIRY_WARNING_DAYS:
+    if days < pki.EXPIRY_WARNING_DAYS:
         log.warning(
             "this node's certificate (serial %s) %s: renew it with 'blindmatch init NODE_DIR "
             "--agency %s --listen HOST:PORT --csr-out FILE', then 'blindmatch cert install'",

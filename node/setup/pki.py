@@ -69,6 +69,7 @@ __all__ = [
     "AGENCY_URI_PREFIX",
     "CRL_DAYS",
     "NODE_DAYS",
+    "EXPIRY_WARNING_DAYS",
     "REASONS",
     "CertificateInfo",
     "CrlInfo",
@@ -103,6 +104,8 @@ log = logging.getLogger("blindmatch.pki")
 AGENCY_URI_PREFIX = "blindmatch://agency/"
 NODE_DAYS = 730
 """Default validity of a node certificate."""
+EXPIRY_WARNING_DAYS = 30
+"""`status` and `serve` warn when a certificate expires sooner than this."""
 CRL_DAYS = 30
 """A CRL's next_update: how long nodes may rely on it before the CA should issue another."""
 _CA_DAYS = 3650
