@@ -29,7 +29,7 @@ from importlib import metadata
 from types import FrameType
 
 from crypto.errors import CryptoError
-from node.cli import audit, certificates, federation, hits, lists, sessions, settings, status
+from node.cli import audit, certificates, federation, hits, lists, sessions, settings, status, sweep
 from node.cli.common import PROG, Subparsers, json_error, one_line, print_json
 from node.errors import IngestRejected, NodeError
 
@@ -74,6 +74,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     lists.add_records,
     sessions.add_serve,
     sessions.add_match,
+    sweep.add_sweep,
     hits.add_hits,
     audit.add_audit,
     status.add_status,

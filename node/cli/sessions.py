@@ -30,7 +30,9 @@ def add_serve(subparsers: Subparsers) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from node.jobs.config_watch import watch_config
+    from node.jobs.notify import deliver_notifications
     from node.jobs.retention import purge_expired
+    from node.jobs.sweeps import sweep_on_change_and_schedule
     from node.rpc.server import serve  # imports grpc: only for the commands that need it
 
     if args.workers < 1:
@@ -39,7 +41,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
     )
     try:
-        serve(str(args.node_dir), workers=args.workers, jobs=[watch_config, purge_expired])
+        jobs = [watch_config, purge_expired, sweep_on_change_and_schedule, deliver_notifications]
+        serve(str(args.node_dir), workers=args.workers, jobs=jobs)
     except OSError as exc:
         raise ConfigError(str(exc)) from None
     return 0

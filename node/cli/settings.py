@@ -68,7 +68,7 @@ def _cmd_config_set(args: argparse.Namespace) -> int:
 
 def _cmd_config_show(args: argparse.Namespace) -> int:
     config = NodeConfig.load(args.node_dir)
-    settings = {k: v for k, v in config.to_toml().items() if k != "peers"}
+    settings = {k: v for k, v in config.to_display().items() if k != "peers"}  # secrets masked
     if args.json:
         print_json(settings)
     else:

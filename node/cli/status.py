@@ -95,6 +95,20 @@ def _text(report: dict[str, Any]) -> str:
     else:
         lines += ["no lists", ""]
     lines.append(f"new hits: {report['new_hits']:,}")
+    if report.get("notifications"):
+        rows = [
+            [
+                n["url"] + ("" if n["configured"] else " (not in node.toml)"),
+                n["pending"],
+                n["delivered"],
+                n["failing"],
+                (n["oldest_pending"] or {}).get("last_error") or "-",
+                ((n["oldest_pending"] or {}).get("next_attempt_at") or "-")[:19],
+            ]
+            for n in report["notifications"]
+        ]
+        header = ["webhook", "pending", "delivered", "failing", "last error", "next attempt"]
+        lines += ["", format_table(header, rows)]
     if report["warnings"]:
         lines += ["", "to act on:", *(f"  - {w}" for w in report["warnings"])]
     return "\n".join(lines)

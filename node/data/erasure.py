@@ -9,8 +9,10 @@ and their entries, and every hit on it.
 
 Retention: a list's `retain_days` (NULL: the node default; 0: keep forever); a record
 expires when it was last stored (`records.stored_at`, set by every ingest that writes it)
-before now minus that many days. Times are ISO 8601 UTC strings of one form
-(`store.utc_now`), so they compare as text.
+before now minus that many days. Validity windows: an operations record whose
+`records.valid_until` has passed expires too, whatever the list's retention
+(`expire_windows`). Times are ISO 8601 UTC strings of one form (`store.utc_now`), so they
+compare as text.
 
 Functions that take a `conn` run inside the caller's transaction.
 """
@@ -26,10 +28,13 @@ __all__ = [
     "ListRow",
     "drop_list",
     "expire_records",
+    "expire_windows",
     "find_list",
     "has_expired",
+    "has_window_expired",
     "list_names",
     "lists_with_retention",
+    "lists_with_windows",
     "remove_record",
     "retention_days",
     "set_retention",
@@ -152,4 +157,38 @@ def expire_records(conn: sqlite3.Connection, list_row: ListRow, cutoff: str) -> 
         f"DELETE FROM elements WHERE record_id IN (SELECT id {_EXPIRED})", args
     ).rowcount
     records = conn.execute(f"DELETE {_EXPIRED}", args).rowcount
+    return Erased(records, elements, hits)
+
+
+def lists_with_windows(conn: sqlite3.Connection) -> list[str]:
+    """The names of the lists with a record that has a validity window."""
+    rows = conn.execute(
+        "SELECT name FROM lists l WHERE EXISTS (SELECT 1 FROM records r WHERE r.list_id = l.id "
+        "AND (r.valid_from IS NOT NULL OR r.valid_until IS NOT NULL)) ORDER BY name"
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+_WINDOW_ENDED = """
+    FROM records
+    WHERE list_id = :list_id AND valid_until IS NOT NULL AND valid_until <= :now
+"""
+
+
+def has_window_expired(conn: sqlite3.Connection, list_id: int, now: str) -> bool:
+    """Whether the list has a record whose validity window ended by `now` (a read)."""
+    args = {"list_id": list_id, "now": now}
+    return conn.execute(f"SELECT 1 {_WINDOW_ENDED} LIMIT 1", args).fetchone() is not None
+
+
+def expire_windows(conn: sqlite3.Connection, list_row: ListRow, now: str) -> Erased:
+    """Deletes the list's records whose window ended by `now`, their elements and hits."""
+    args = {"list_id": list_row.id, "name": list_row.name, "now": now}
+    hits = conn.execute(
+        f"DELETE FROM hits WHERE list = :name AND ref IN (SELECT ref {_WINDOW_ENDED})", args
+    ).rowcount
+    elements = conn.execute(
+        f"DELETE FROM elements WHERE record_id IN (SELECT id {_WINDOW_ENDED})", args
+    ).rowcount
+    records = conn.execute(f"DELETE {_WINDOW_ENDED}", args).rowcount
     return Erased(records, elements, hits)

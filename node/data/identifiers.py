@@ -116,12 +116,15 @@ __all__ = [
     "COLUMN_GUIDE",
     "ELEMENT_PREFIX",
     "ELEMENT_TYPES",
+    "EVENT_COLUMNS",
     "ICAO_COUNTRY_CODES",
     "IDENTIFIER_TYPES",
     "MAX_LABEL_CHARS",
+    "OPERATIONS_COLUMNS",
     "PASSPORT",
     "PERSON",
     "WEAKER_ELEMENTS",
+    "WINDOW_COLUMNS",
     "AirWaybill",
     "BillOfLading",
     "CanonContext",
@@ -145,6 +148,7 @@ __all__ = [
     "Vin",
     "canonical_elements",
     "check_columns",
+    "check_kind_columns",
     "encode_element",
     "known_columns",
     "label_problem",
@@ -1025,14 +1029,25 @@ WEAKER_ELEMENTS: Mapping[str, str] = MappingProxyType(
 )
 """Weaker element type -> the stronger type it backs up; a hit on it says less about identity."""
 
-ELEMENT_TYPES = frozenset(IDENTIFIER_TYPES) | {"person"} | frozenset(WEAKER_ELEMENTS)
-"""Every type an element can carry."""
+ELEMENT_TYPES = frozenset(IDENTIFIER_TYPES) | {"person", "event"} | frozenset(WEAKER_ELEMENTS)
+"""Every type an element can carry (``event``: `node.data.events`)."""
+
+WINDOW_COLUMNS = ("valid_from", "valid_until")
+"""An operations record's validity window (`node.data.events.read_window`), each optional."""
+EVENT_COLUMNS = ("lat", "lon", "radius_m", "start", "end")
+"""An operations record's event (`node.data.events.read_event`): all or none."""
+OPERATIONS_COLUMNS = frozenset(WINDOW_COLUMNS + EVENT_COLUMNS)
+"""Columns only an ``operations`` list may have; `canonical_elements` leaves them out."""
 
 _DOCUMENT_NUMBERS = {strong: weak for weak, strong in WEAKER_ELEMENTS.items() if strong != "person"}
 _PLAIN_COLUMNS = frozenset({"ref", "label"})
 _PERSON_COLUMNS = frozenset({"name", "dob"})
 _KNOWN_COLUMNS = (
-    frozenset(IDENTIFIER_TYPES) | _PLAIN_COLUMNS | _PERSON_COLUMNS | {"passport_country"}
+    frozenset(IDENTIFIER_TYPES)
+    | _PLAIN_COLUMNS
+    | _PERSON_COLUMNS
+    | {"passport_country"}
+    | OPERATIONS_COLUMNS
 )
 
 
@@ -1095,6 +1110,33 @@ COLUMN_GUIDE: tuple[ColumnHelp, ...] = (
     _help("firearm", "MAKE|SERIAL; serial up to 30 letters and digits"),
     _help("cites_permit", "CITES permit or certificate number: up to 35 letters and digits"),
     _help("case_ref", "case reference: up to 64 letters and digits"),
+    ColumnHelp(
+        "valid_from",
+        "operations lists only: when the record starts to match; ISO 8601 date or date-time, "
+        "UTC unless it has an offset",
+        "2026-03-01",
+    ),
+    ColumnHelp(
+        "valid_until",
+        "operations lists only: when the record stops matching and is erased; a date alone "
+        "means the end of that day",
+        "2026-03-31",
+    ),
+    ColumnHelp("lat", "operations lists only: event latitude in degrees, -90 to 90", "52.3702"),
+    ColumnHelp("lon", "operations lists only: event longitude in degrees, -180 to 180", "4.8952"),
+    ColumnHelp("radius_m", "operations lists only: event radius in metres, 10 to 50,000", "1000"),
+    ColumnHelp(
+        "start",
+        "operations lists only: event start, ISO 8601 date or date-time (UTC unless it has "
+        "an offset); with lat, lon, radius_m and end",
+        "2026-03-01T18:00+01:00",
+    ),
+    ColumnHelp(
+        "end",
+        "operations lists only: event end, after start, at most 31 days later; a date alone "
+        "means the end of that day",
+        "2026-03-02T06:00+01:00",
+    ),
 )
 """Every input column in a sensible order (for `blindmatch columns` and the README)."""
 
@@ -1134,6 +1176,20 @@ def check_columns(columns: Iterable[str]) -> None:
         raise InvalidInput("; ".join(problems))
 
 
+def check_kind_columns(columns: Iterable[str], kind: str) -> None:
+    """Raise InvalidInput naming every column that a list of `kind` may not have."""
+    if kind == "operations":
+        return
+    found = [c for c in dict.fromkeys(columns) if c in OPERATIONS_COLUMNS]
+    if found:
+        names = ", ".join(repr(c) for c in found)
+        raise InvalidInput(
+            f"column(s) {names} are only for operations lists (validity windows and events), "
+            f"and this list is a {kind} list: ingest the file with --kind operations into an "
+            "operations list, or remove the column(s)"
+        )
+
+
 def label_problem(label: str) -> str | None:
     """Return why `label` cannot be stored (too long, control characters), or None."""
     if len(label) > MAX_LABEL_CHARS:
@@ -1165,7 +1221,8 @@ def canonical_elements(
 ) -> tuple[list[tuple[str, bytes]], list[Rejection]]:
     """Return the (type, element) pairs of one input row and the cells rejected, with reasons.
 
-    Empty cells are skipped; ref and label are not identifiers; name + dob give person and
+    Empty cells are skipped; ref and label are not identifiers, nor are the operations columns
+    (windows and events: `node.data.events`); name + dob give person and
     person_year; passport_country qualifies passport; a passport or national ID gives its
     number as the weaker passport_number or national_id_number too, and as passport or
     national_id when it has a country. Raises InvalidInput for an unknown column.
@@ -1174,7 +1231,7 @@ def canonical_elements(
     rejections: list[Rejection] = []
     cells: dict[str, str] = {}
     for column, raw in row.items():
-        if column in _PLAIN_COLUMNS:
+        if column in _PLAIN_COLUMNS or column in OPERATIONS_COLUMNS:
             continue
         if column not in _KNOWN_COLUMNS:
             raise InvalidInput(_unknown_column(column))

@@ -58,17 +58,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crypto.batch import new_process_pool
 from crypto.groups import get_suite
-from node.data import audit
+from node.data import audit, events
 from node.data.erasure import MAX_RETAIN_DAYS, set_retention
 from node.data.identifiers import (
     CANON_VERSION,
     CanonContext,
     canonical_elements,
+    check_kind_columns,
     label_problem,
 )
 from node.data.sources import Chunk, Source, open_source, row_dicts
 from node.data.store import KINDS, Store, check_list_name, utc_now
-from node.errors import ConfigError, IngestRejected
+from node.errors import ConfigError, IngestRejected, InvalidInput
 
 __all__ = [
     "CHUNK_ROWS",
@@ -130,11 +131,13 @@ class IngestResult:
 
 # -- worker side: canonicalise and hash one chunk -------------------------------------------------
 
-# A chunk's result: rows read, records as (line, ref, label, element count), element types,
-# elements, packed ristretto points, packed x25519 points, rejections as (line, column, reason).
+# A chunk's result: rows read, records as (line, ref, label, element count, valid_from,
+# valid_until), element types, elements, packed ristretto points, packed x25519 points,
+# rejections as (line, column, reason).
+_Record = tuple[int, str, str | None, int, str | None, str | None]
 _Result = tuple[
     int,
-    list[tuple[int, str, str | None, int]],
+    list[_Record],
     list[str],
     list[bytes],
     bytes,
@@ -155,10 +158,15 @@ def _text(value: object) -> str | None:
 
 
 def _process_chunk(
-    fmt: str, header: Sequence[str] | None, rows: Chunk, context: CanonContext, name: str
+    fmt: str,
+    header: Sequence[str] | None,
+    rows: Chunk,
+    context: CanonContext,
+    name: str,
+    kind: str = "watchlist",
 ) -> _Result:
     """Canonicalises and hashes one chunk of a source's rows (runs in a worker process)."""
-    records: list[tuple[int, str, str | None, int]] = []
+    records: list[_Record] = []
     types: list[str] = []
     elements: list[bytes] = []
     rejected: list[tuple[int, str, str]] = []
@@ -183,7 +191,20 @@ def _process_chunk(
         if label and (unfit := label_problem(label)):
             rejected.append((line, "label", unfit))
             continue
+        if header is None:  # JSON: each object names its own columns
+            try:
+                check_kind_columns(row, kind)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{name}, line {line}: {exc}") from None
+        window, bad_window = events.read_window(row)
+        if bad_window:  # a record must never match outside the window its agency gave
+            rejected.extend((line, r.column, r.reason) for r in bad_window)
+            continue
         found, rejections = canonical_elements(row, context)
+        event, bad_event = events.read_event(row)
+        if event is not None:
+            found.extend(events.event_elements(event))
+        rejections.extend(bad_event)
         rejected.extend((line, r.column, r.reason) for r in rejections)
         if not found:
             if not rejections:
@@ -191,7 +212,9 @@ def _process_chunk(
                     (line, "row", f"record {ref!r} has no identifiers; it cannot match")
                 )
             continue
-        records.append((line, ref, label or None, len(found)))
+        records.append(
+            (line, ref, label or None, len(found), window.valid_from, window.valid_until)
+        )
         for element_type, element in found:
             types.append(element_type)
             elements.append(element)
@@ -249,10 +272,10 @@ class _Writer:
         rows, records, types, elements, points_r, points_x, rejected = chunk
         result.rows += rows
         result.rejected.extend(RejectedCell(*r) for r in rejected)
-        record_rows: list[tuple[int, int, str, str | None]] = []
+        record_rows: list[tuple[int, int, str, str | None, str | None, str | None]] = []
         element_rows: list[tuple[int, int, str, bytes, bytes, bytes]] = []
         position = 0
-        for line, ref, label, count in records:
+        for line, ref, label, count, valid_from, valid_until in records:
             first = self.seen.get(ref)
             if first is not None:
                 result.rejected.append(
@@ -263,7 +286,7 @@ class _Writer:
             self.seen[ref] = line
             record_id = self.next_record
             self.next_record += 1
-            record_rows.append((record_id, self.list_id, ref, label))
+            record_rows.append((record_id, self.list_id, ref, label, valid_from, valid_until))
             for i in range(position, position + count):
                 offset = i * 32
                 element_rows.append(
@@ -288,7 +311,8 @@ class _Writer:
                 ((self.list_id, r[2]) for r in record_rows),
             ).rowcount
         self.conn.executemany(
-            "INSERT INTO records (id, list_id, ref, label, stored_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO records (id, list_id, ref, label, valid_from, valid_until, stored_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             ((*r, self.stored_at) for r in record_rows),
         )
         self.conn.executemany(
@@ -432,8 +456,13 @@ def _ingest(
         list_id, result.kind, existed, version = _open_list(
             store, name, result.kind or None, replace
         )
+        if source.header is not None:
+            try:
+                check_kind_columns(source.header, result.kind)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{source.name}: {exc}; nothing was stored") from None
         writer = _Writer(store, list_id, upsert=existed and not replace, stored_at=now)
-        for chunk in _run(executor, source, context):
+        for chunk in _run(executor, source, context, result.kind):
             writer.write(chunk, result, store_rows=not (strict and result.rejected))
             if on_progress is not None and time.monotonic() - shown >= _PROGRESS_SECONDS:
                 on_progress(source.fraction(), result.rows)
@@ -518,18 +547,20 @@ def _nothing_stored(source: Source, result: IngestResult, existed: bool) -> str:
     return f"{what}, so nothing was stored: {fix}{keep}"
 
 
-def _run(executor: Executor | None, source: Source, context: CanonContext) -> Iterator[_Result]:
+def _run(
+    executor: Executor | None, source: Source, context: CanonContext, kind: str
+) -> Iterator[_Result]:
     """Yields each chunk's result in file order, keeping a few chunks in flight."""
     fmt, header, name = source.format, source.header, source.name
     if executor is None:
         for rows in source.chunks:
-            yield _process_chunk(fmt, header, rows, context, name)
+            yield _process_chunk(fmt, header, rows, context, name, kind)
         return
     window = 4 * (os.cpu_count() or 1)
     pending: deque[Future[_Result]] = deque()
     try:
         for rows in source.chunks:
-            pending.append(executor.submit(_process_chunk, fmt, header, rows, context, name))
+            pending.append(executor.submit(_process_chunk, fmt, header, rows, context, name, kind))
             while len(pending) >= window or (pending and pending[0].done()):
                 yield pending.popleft().result()
         while pending:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from crypto import screening
-from node.data.store import Store, utc_now
+from node.data.store import IN_WINDOW, Store, utc_now
 
 __all__ = [
     "CachedSet",
@@ -32,6 +32,7 @@ __all__ = [
     "insert_entries",
     "insert_epoch",
     "latest_epoch",
+    "missing_in_window",
     "own_elements",
     "replace_cached_set",
     "set_epoch_version",
@@ -113,26 +114,50 @@ def set_epoch_version(conn: sqlite3.Connection, epoch_id: int, version: int) -> 
     conn.execute("UPDATE screen_epochs SET list_version = ? WHERE id = ?", (version, epoch_id))
 
 
-def unencoded(store: Store, epoch: Epoch) -> sqlite3.Cursor:
+def unencoded(store: Store, epoch: Epoch, now: str | None = None) -> sqlite3.Cursor:
     """(element id, element, ristretto point, label) of every element without an entry, in order.
 
-    `+r.list_id` makes SQLite scan records by id instead of sorting the whole list first, so
-    rows stream at once and entries are appended in element order.
+    Only records inside their validity window at `now` (ISO UTC; default the current time)
+    are encoded. `+r.list_id` makes SQLite scan records by id instead of sorting the whole
+    list first, so rows stream at once and entries are appended in element order.
     """
+    now = now or utc_now()
     return store.conn.execute(
-        """
+        f"""
         SELECT e.id, e.element, e.point_ristretto, r.label
         FROM records r JOIN elements e ON e.record_id = r.id
         LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
-        WHERE +r.list_id = ? AND s.element_id IS NULL
+        WHERE +r.list_id = ? AND s.element_id IS NULL AND {IN_WINDOW}
         ORDER BY r.id, e.id
         """,
-        (epoch.id, epoch.list_id),
+        (epoch.id, epoch.list_id, now, now),
     )
 
 
-def unencoded_count(store: Store, epoch: Epoch) -> int:
-    """How many of the list's elements have no entry for `epoch` yet."""
+def _has_windows(store: Store, list_id: int) -> bool:
+    return (
+        store.conn.execute(
+            "SELECT 1 FROM records WHERE list_id = ? AND "
+            "(valid_from IS NOT NULL OR valid_until IS NOT NULL) LIMIT 1",
+            (list_id,),
+        ).fetchone()
+        is not None
+    )
+
+
+def unencoded_count(store: Store, epoch: Epoch, now: str | None = None) -> int:
+    """How many of the list's elements inside their window at `now` have no entry yet."""
+    if _has_windows(store, epoch.list_id):
+        now = now or utc_now()
+        (missing,) = store.conn.execute(
+            f"""
+            SELECT count(*) FROM records r JOIN elements e ON e.record_id = r.id
+            LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
+            WHERE r.list_id = ? AND s.element_id IS NULL AND {IN_WINDOW}
+            """,
+            (epoch.id, epoch.list_id, now, now),
+        ).fetchone()
+        return int(missing)
     (elements,) = store.conn.execute(
         "SELECT count(*) FROM records r JOIN elements e ON e.record_id = r.id WHERE r.list_id = ?",
         (epoch.list_id,),
@@ -141,6 +166,22 @@ def unencoded_count(store: Store, epoch: Epoch) -> int:
         "SELECT count(*) FROM screen_entries WHERE epoch_id = ?", (epoch.id,)
     ).fetchone()
     return max(0, int(elements) - int(entries))
+
+
+def missing_in_window(store: Store, epoch: Epoch, now: str) -> bool:
+    """Whether a record whose window has opened by `now` has an element the epoch lacks."""
+    return (
+        _has_windows(store, epoch.list_id)
+        and store.conn.execute(
+            f"""
+            SELECT 1 FROM records r JOIN elements e ON e.record_id = r.id
+            LEFT JOIN screen_entries s ON s.element_id = e.id AND s.epoch_id = ?
+            WHERE r.list_id = ? AND s.element_id IS NULL AND {IN_WINDOW} LIMIT 1
+            """,
+            (epoch.id, epoch.list_id, now, now),
+        ).fetchone()
+        is not None
+    )
 
 
 def insert_entries(

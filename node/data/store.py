@@ -17,6 +17,8 @@ Tables::
               first and last seen, sessions, new until acknowledged
     screen_*  screening: key epochs and encoded entries (responder), daily budget
               usage per peer, and peers' fetched encoded sets (initiator)
+    outbox    one row per (new hit, webhook URL) until delivered, cascading from hits
+              (node.data.outbox; docs/NOTIFICATIONS.md)
     audit     append-only, hash-chained and signed log (written by node.audit)
 
 Writes go through `transaction()` (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
@@ -43,6 +45,7 @@ from node.data.identifiers import CANON_VERSION
 from node.errors import ConfigError, Incompatible, InvalidInput, NotFound, StoreBusy
 
 __all__ = [
+    "IN_WINDOW",
     "KINDS",
     "LIST_NAME",
     "check_list_name",
@@ -262,6 +265,12 @@ _MIGRATIONS: list[str] = [
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+IN_WINDOW = (
+    "(r.valid_from IS NULL OR r.valid_from <= ?) AND (r.valid_until IS NULL OR r.valid_until > ?)"
+)
+"""SQL: record `r` is inside its validity window at the two `?` (both `now`, ISO UTC text)."""
+
+
 def check_list_name(name: str, where: str = "--list") -> str:
     """Returns `name` if it is a valid list name, or raises InvalidInput saying how to fix it."""
     if not isinstance(name, str) or not LIST_NAME.fullmatch(name):
@@ -317,6 +326,8 @@ class ListPoints:
     refs: tuple[str, ...]
     types: tuple[str, ...]
     labels: tuple[str | None, ...]
+    changes_at: str | None = None
+    """When a record's validity window next opens or closes (None: never): reload by then."""
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -472,24 +483,38 @@ class Store:
             )
         return int(row[0]), int(row[1]), str(row[2])
 
-    def list_points(self, name: str, suite: str) -> ListPoints:
-        """Returns the packed points of every element of list `name` for `suite`, by element id."""
+    def list_points(self, name: str, suite: str, now: str | None = None) -> ListPoints:
+        """Returns the packed points of list `name` for `suite`, by element id.
+
+        Records outside their validity window at `now` (ISO UTC, as `utc_now` gives it;
+        default the current time) are left out: not yet valid, or expired.
+        """
         column = _POINT_COLUMNS.get(suite)
         if column is None:
             raise ConfigError(f"unknown suite {suite!r}; use {', '.join(sorted(SUITES))}")
         list_id, _, _ = self.list_row(name)
+        now = now or utc_now()
         rows = self.conn.execute(
             f"""
             SELECT e.{column}, r.ref, e.type, r.label
             FROM elements e JOIN records r ON e.record_id = r.id
-            WHERE r.list_id = ? ORDER BY e.id
+            WHERE r.list_id = ? AND {IN_WINDOW} ORDER BY e.id
             """,
-            (list_id,),
+            (list_id, now, now),
         ).fetchall()
+        (changes_at,) = self.conn.execute(
+            """
+            SELECT min(t) FROM (
+                SELECT min(valid_from) AS t FROM records WHERE list_id = ? AND valid_from > ?
+                UNION ALL
+                SELECT min(valid_until) FROM records WHERE list_id = ? AND valid_until > ?)
+            """,
+            (list_id, now, list_id, now),
+        ).fetchone()
         if not rows:
-            return ListPoints(name, suite, b"", (), (), ())
+            return ListPoints(name, suite, b"", (), (), (), changes_at)
         points, refs, types, labels = zip(*rows, strict=True)
-        return ListPoints(name, suite, b"".join(points), refs, types, labels)
+        return ListPoints(name, suite, b"".join(points), refs, types, labels, changes_at)
 
     def screening_epochs(self) -> dict[str, dict[str, Any]]:
         """Each list's current screening key epoch: its number, start and the list version."""

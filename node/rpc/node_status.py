@@ -5,10 +5,13 @@ Whether it is serving (from the serve lock: pid and since when) and answering
 reachability, by a health check over mTLS with this node's certificate, and
 the certificate it presents (revoked or not by the installed CRL); the node's
 certificate expiry and the installed CRL; lists with their versions and
-screening epochs; how many hits are new. Anything an operator should act on is
+screening epochs; how many hits are new; the notification outbox per webhook URL
+(pending, delivered, failing, and the oldest pending row's last error and next
+attempt; never a secret). Anything an operator should act on is
 also a line in ``warnings``, saying what to do: a peer down, a certificate
 within `pki.EXPIRY_WARNING_DAYS` of expiry or revoked, a CRL past its next update,
-a list that must be reloaded.
+a list that must be reloaded, notifications failing or waiting for a webhook no longer
+configured.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import grpc
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from node.data import outbox
 from node.data.store import Store
 from node.errors import ConfigError, PeerError
 from node.rpc.client import open_channel
@@ -169,7 +173,11 @@ def _stored(config: NodeConfig) -> dict[str, Any]:
             {**info.to_json(), "stale": info.stale, "screening_epoch": epochs.get(info.name)}
             for info in store.lists()
         ]
-        return {"lists": lists, "new_hits": store.new_hit_count()}
+        notifications = outbox.summary(store.conn, [w.url for w in config.webhooks])
+        configured = {w.url for w in config.webhooks}
+        for entry in notifications:
+            entry["configured"] = entry["url"] in configured
+        return {"lists": lists, "new_hits": store.new_hit_count(), "notifications": notifications}
 
 
 def _warnings(
@@ -211,6 +219,22 @@ def _warnings(
             warnings.append(
                 f"peer {peer['agency']}'s certificate expires in {cert['days_left']} days "
                 f"({cert['not_after']}): ask them to renew it"
+            )
+    for entry in report["notifications"]:
+        oldest = entry["oldest_pending"]
+        if not entry["configured"] and entry["pending"]:
+            warnings.append(
+                f"{entry['pending']:,} notification(s) wait for webhook {entry['url']}, which "
+                "is no longer in node.toml: add its [[notify.webhook]] table back to send them"
+            )
+        elif entry["failing"] and oldest is not None:
+            warnings.append(
+                f"notifications to {entry['url']} are failing: {entry['failing']:,} of "
+                f"{entry['pending']:,} pending; oldest (hit {oldest['hit_id']}, queued "
+                f"{oldest['queued_at'][:19]}Z) after {oldest['attempts']} attempt(s): "
+                f"{oldest['last_error'] or 'not tried yet'}; next attempt "
+                f"{oldest['next_attempt_at'][:19]}Z. Check that the receiver is up and answers "
+                "2xx; they are retried until delivered"
             )
     for info in report["lists"]:
         if info["stale"]:

@@ -11,6 +11,7 @@ and suite (`ListCache`) and shared by every session against them.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,8 +51,13 @@ class ListCache:
         _, version, kind = store.list_row(name)
         with self._lock:  # one load per version; concurrent sessions wait for it
             shared = self._lists.get((name, suite))
-            if shared is None or shared.version != version:
-                points = store.list_points(name, suite)
+            now = node.now().astimezone(dt.UTC).isoformat(timespec="seconds")
+            if (
+                shared is None
+                or shared.version != version
+                or (shared.points.changes_at is not None and now >= shared.points.changes_at)
+            ):  # also when a record's validity window opened or closed since the load
+                points = store.list_points(name, suite, now)
                 shared = SharedList(version, kind, points, PointSet(points.packed))
                 self._lists[(name, suite)] = shared
             return shared

@@ -25,6 +25,13 @@ clock. `expire_records` is idempotent: which records expired is decided inside e
 list's write transaction, so of several processes serving one store (`serve --workers`)
 the first deletes them and the others find nothing, writing nothing and auditing nothing.
 
+Validity windows (operations lists): a record whose `valid_until` has passed is erased by
+the same pass, audited as `records.expired` with `valid_until_before` instead of a
+retention. Sessions already leave records outside their window out (`Store.list_points`,
+the screening build), judged at session time; the pass makes that final, and brings a
+screening set up to date when a window has opened: a list whose current encoded set lacks
+a record now inside its window gets a new version, so the next fetch encodes it and peers
+holding the older set are told to fetch again.
 Every function blocks on SQLite: call it off the event loop.
 """
 
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 
 from node.data import erasure as tables
 from node.data.erasure import Erased, ListRow
-from node.data.screening import latest_epoch
+from node.data.screening import latest_epoch, missing_in_window
 from node.data.store import Store, check_list_name
 from node.errors import ConfigError, NotFound
 from node.policy import MAX_PURPOSE_CHARS
@@ -173,6 +180,65 @@ def drop_list(
 
 
 def expire_records(node: NodeContext, store: Store) -> list[Erasure]:
+    """Deletes every record kept past its list's retention or its validity window, one
+    audited transaction per list and cause; brings screening sets up to opened windows."""
+    expired = _expire_retention(node, store)
+    expired.extend(_expire_windows(node, store))
+    _open_windows(node, store)
+    return expired
+
+
+def _expire_windows(node: NodeContext, store: Store) -> list[Erasure]:
+    """Deletes the records whose validity window has ended, one audited transaction per list."""
+    now = _iso(node.now())
+    expired = []
+    for name in tables.lists_with_windows(store.conn):
+        row = tables.find_list(store.conn, name)
+        if row is None or not tables.has_window_expired(store.conn, row.id, now):
+            continue  # read first: no write lock when nothing ended
+        with store.transaction() as conn:
+            row = tables.find_list(conn, name)  # read again under the write lock
+            if row is None:
+                continue
+            erased = tables.expire_windows(conn, row, now)
+            if not erased.records:  # another serving process was first
+                continue
+            append_audit(
+                conn,
+                node,
+                "records.expired",
+                {
+                    "operator": "node",
+                    "list": row.name,
+                    "valid_until_before": now,
+                    "records": erased.records,
+                    "elements": erased.elements,
+                    "hits": erased.hits,
+                },
+            )
+            epoch = _changed(node, store, conn, row, "records expired", "node")
+        expired.append(Erasure(row.name, erased, epoch))
+    return expired
+
+
+def _open_windows(node: NodeContext, store: Store) -> None:
+    """Bumps the version of a list whose current screening set lacks a record now in window."""
+    now = _iso(node.now())
+    for name in tables.lists_with_windows(store.conn):
+        epoch = latest_epoch(store, name)
+        if epoch is None or not missing_in_window(store, epoch, now):
+            continue
+        with store.transaction() as conn:
+            row = tables.find_list(conn, name)
+            current = latest_epoch(store, name)
+            if row is None or current is None or current.id != epoch.id:
+                continue
+            version = conn.execute("SELECT version FROM lists WHERE id = ?", (row.id,)).fetchone()
+            if current.list_version == version[0] and missing_in_window(store, current, now):
+                tables.touch_list(conn, row.id, now)
+
+
+def _expire_retention(node: NodeContext, store: Store) -> list[Erasure]:
     """Deletes every record kept past its list's retention, one audited transaction per list."""
     default = node.config.retain_days
     expired = []

@@ -3,7 +3,8 @@
 Every side of every session goes through `SessionRecord`: `start` records it
 `running` (so abandoned sessions count against the rate), then exactly one of
 `complete` (session, hits, the side's audit entry and a disclosure, in one
-transaction) or `fail` (status `failed` and `session.failed` with a human
+transaction, with one notification outbox row per new hit and configured
+webhook) or `fail` (status `failed` and `session.failed` with a human
 reason). Refusals before a session exists are `audit_refusal`. A disclosure
 has one schema whichever side or mode: who, which peer, session, list,
 direction (sent or received) and how many labels.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto.errors import CryptoError
-from node.data import audit
+from node.data import audit, outbox
 from node.errors import NodeError
 from node.setup.context import NodeContext
 
@@ -152,7 +153,9 @@ class SessionRecord:
         """Records the completed session, its hits, audit entry and disclosures at once.
 
         Hits seen before are updated, not added (`Store.add_hits`); the entry
-        counts the hits this session found and how many of them are new.
+        counts the hits this session found and how many of them are new. Each new hit
+        is queued for every webhook configured now (`node.data.outbox`), in the same
+        transaction, so that it is notified if and only if it is recorded.
         """
         store = self.node.store()
         now = self.node.now()  # the node's clock, so that tests can pin first and last seen
@@ -168,6 +171,8 @@ class SessionRecord:
             new_hits = store.add_hits(
                 self.session_id, self.peer, self.role, self.list, self.mode, hits, seen_at=now
             )
+            urls = [webhook.url for webhook in self.node.config.webhooks]
+            outbox.enqueue(conn, new_hits, urls, now)
             append_audit(
                 conn,
                 self.node,

@@ -20,6 +20,12 @@ A node directory holds::
     max_sessions = 256               # calls served at once, all peers together
     grace_seconds = 30               # on SIGTERM, calls in flight get this long to finish
     retain_days = 0                  # records not stored for this long expire (0: keep)
+    sweep_minutes = 60               # serve sweeps every operations list this often (0: off)
+    sweep_poll_seconds = 10          # serve looks this often whether an operations list changed
+    notify_retry_seconds = 2         # first retry of a failed webhook delivery; doubles to 600
+    [[notify.webhook]]               # new hits are POSTed here (docs/NOTIFICATIONS.md)
+    url = "https://cases.customs.example/blindmatch"
+    secret = "..."                   # signs each delivery (HMAC-SHA256); never shown
     [peers.police-nl]
     address = "127.0.0.1:50052"
     lists = []                       # empty = all lists
@@ -46,6 +52,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import tomli_w
 
@@ -61,6 +68,7 @@ __all__ = [
     "NodeConfig",
     "PeerPolicy",
     "SETTABLE",
+    "Webhook",
     "check_address",
     "check_agency",
     "with_option",
@@ -80,6 +88,13 @@ SERVING_LIMITS = {
     "max_sessions": (256, 1, 100_000),
     "grace_seconds": (30, 0, 3600),
 }
+# Deconfliction sweeps run by `serve` (node.jobs.sweeps), each a whole number within its range.
+SWEEP_SETTINGS = {
+    "sweep_minutes": (60, 0, 10_080),
+    "sweep_poll_seconds": (10, 1, 3600),
+}
+NOTIFY_RETRY_SECONDS = (2, 1, 600)
+"""Default, lowest and highest `notify_retry_seconds`: the first retry of a failed delivery."""
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 
 
@@ -170,6 +185,47 @@ class PeerPolicy:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """Where new hits are notified (`[[notify.webhook]]`): an http(s) URL and the signing secret.
+
+    The secret never appears in a repr, a log, `config show` or `status`.
+    """
+
+    url: str
+    secret: str = field(repr=False)
+
+    def to_toml(self) -> dict[str, str]:
+        """Returns the webhook's table as written in node.toml (with its secret)."""
+        return {"url": self.url, "secret": self.secret}
+
+    def to_display(self) -> dict[str, str]:
+        """Returns the webhook's table with its secret masked, for `config show`."""
+        return {"url": self.url, "secret": "********"}
+
+    def __post_init__(self) -> None:
+        example = 'e.g. url = "https://cases.customs.example/blindmatch"'
+        if not isinstance(self.url, str):
+            raise ConfigError(f"url must be a string ({example})")
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"url {self.url!r} is not an http:// or https:// URL ({example})")
+        if parts.username is not None or parts.password is not None:
+            raise ConfigError(
+                f"url of {parts.hostname} carries a user name or password: remove it from the "
+                "URL (deliveries are authenticated by the secret's signature)"
+            )
+        if not isinstance(self.secret, str) or not self.secret.strip():
+            raise ConfigError(
+                f"webhook {self.url}: secret must be a non-empty string, the key both sides use "
+                "to sign and check deliveries (make one with 'openssl rand -hex 32')"
+            )
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """A node's configuration, loaded from `NODE_DIR/node.toml`."""
 
@@ -184,6 +240,10 @@ class NodeConfig:
     max_sessions: int = SERVING_LIMITS["max_sessions"][0]
     grace_seconds: int = SERVING_LIMITS["grace_seconds"][0]
     retain_days: int = 0
+    sweep_minutes: int = SWEEP_SETTINGS["sweep_minutes"][0]
+    sweep_poll_seconds: int = SWEEP_SETTINGS["sweep_poll_seconds"][0]
+    notify_retry_seconds: int = NOTIFY_RETRY_SECONDS[0]
+    webhooks: tuple[Webhook, ...] = ()
     peers: Mapping[str, PeerPolicy] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -252,8 +312,22 @@ class NodeConfig:
             "screen_epoch_hours": self.screen_epoch_hours,
             **{name: getattr(self, name) for name in SERVING_LIMITS},
             "retain_days": self.retain_days,
+            **{name: getattr(self, name) for name in SWEEP_SETTINGS},
+            "notify_retry_seconds": self.notify_retry_seconds,
+            **(
+                {"notify": {"webhook": [w.to_toml() for w in self.webhooks]}}
+                if self.webhooks
+                else {}
+            ),
             "peers": {name: peer.to_toml() for name, peer in sorted(self.peers.items())},
         }
+
+    def to_display(self) -> dict[str, Any]:
+        """Returns `to_toml()` with every webhook secret masked, for `config show`."""
+        table = self.to_toml()
+        if self.webhooks:
+            table["notify"] = {"webhook": [w.to_display() for w in self.webhooks]}
+        return table
 
     def __post_init__(self) -> None:
         where = str(self.node_dir / CONFIG_FILE)
@@ -277,12 +351,24 @@ class NodeConfig:
                 f"{where}: retain_days must be a whole number of days from 0 (keep records "
                 f"forever) to {MAX_RETAIN_DAYS}, got {days!r}"
             )
-        for name, (_, low, high) in SERVING_LIMITS.items():
+        for name, (_, low, high) in {**SERVING_LIMITS, **SWEEP_SETTINGS}.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(
                     f"{where}: {name} must be a whole number from {low} to {high}, got {value!r}"
                 )
+        _, low, high = NOTIFY_RETRY_SECONDS
+        retry = self.notify_retry_seconds
+        if isinstance(retry, bool) or not isinstance(retry, int) or not low <= retry <= high:
+            raise ConfigError(
+                f"{where}: notify_retry_seconds must be a whole number of seconds from {low} "
+                f"to {high}, got {retry!r}"
+            )
+        urls = [w.url for w in self.webhooks]
+        for url in sorted({u for u in urls if urls.count(u) > 1}):
+            raise ConfigError(
+                f"{where}: [[notify.webhook]] url {url} is configured twice; keep one table per URL"
+            )
         try:
             self.canon_context()
         except ConfigError as exc:
@@ -319,8 +405,11 @@ class NodeConfig:
             "suite",
             "screen_epoch_hours",
             "retain_days",
+            "notify_retry_seconds",
+            "notify",
             "peers",
             *SERVING_LIMITS,
+            *SWEEP_SETTINGS,
         }
         _no_unknown(data, known, str(path))
         peers_table = _get(data, "peers", dict, str(path), {})
@@ -352,10 +441,14 @@ class NodeConfig:
                 data, "screen_epoch_hours", int, str(path), DEFAULT_SCREEN_EPOCH_HOURS
             ),
             retain_days=_get(data, "retain_days", int, str(path), 0),
+            notify_retry_seconds=_get(
+                data, "notify_retry_seconds", int, str(path), NOTIFY_RETRY_SECONDS[0]
+            ),
+            webhooks=_webhooks_from_table(data, str(path)),
             peers=MappingProxyType(peers),
             **{
                 name: _get(data, name, int, str(path), default)
-                for name, (default, _, _) in SERVING_LIMITS.items()
+                for name, (default, _, _) in {**SERVING_LIMITS, **SWEEP_SETTINGS}.items()
             },
         )
 
@@ -374,6 +467,34 @@ def _peer_from_table(name: str, table: Mapping[str, Any], where: str) -> PeerPol
         max_concurrent=_get(table, "max_concurrent", int, where, 4),
         screen_budget_per_day=_get(table, "screen_budget_per_day", int, where, 100_000),
     )
+
+
+def _webhooks_from_table(data: Mapping[str, Any], path: str) -> tuple[Webhook, ...]:
+    """The `[[notify.webhook]]` tables of node.toml, each checked (ConfigError naming which)."""
+    notify = _get(data, "notify", dict, path, {})
+    _no_unknown(notify, {"webhook"}, f"{path}: [notify]")
+    tables = _get(notify, "webhook", list, f"{path}: [notify]", [])
+    webhooks = []
+    for number, table in enumerate(tables, 1):
+        where = f"{path}: [[notify.webhook]] number {number}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with url and secret")
+        _no_unknown(table, {"url", "secret"}, where)
+        for key, meaning in (
+            ("url", "where new hits are POSTed, e.g. https://cases.customs.example/blindmatch"),
+            ("secret", "the key that signs each delivery; make one with 'openssl rand -hex 32'"),
+        ):
+            if key not in table:
+                raise ConfigError(f"{where}: missing key {key!r} ({meaning})")
+        try:
+            webhooks.append(
+                Webhook(_get(table, "url", str, where), _get(table, "secret", str, where))
+            )
+        except ConfigError as exc:
+            if where in str(exc):
+                raise
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(webhooks)
 
 
 def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
@@ -455,10 +576,17 @@ SETTABLE: Mapping[str, str] = MappingProxyType(
         "screen_epoch_hours": "screening key epochs rotate this often (1-87600)",
         "retain_days": "records not stored (ingested) for this many days expire, for lists "
         "without their own --retain-days (0: keep forever)",
+        "notify_retry_seconds": "first retry of a failed webhook delivery, in seconds; each "
+        f"next one waits twice as long, up to 600 ({NOTIFY_RETRY_SECONDS[1]}-"
+        f"{NOTIFY_RETRY_SECONDS[2]})",
         **{
             name: f"serving limit, a whole number from {low} to {high}"
             for name, (_, low, high) in SERVING_LIMITS.items()
         },
+        "sweep_minutes": "serve sweeps every operations list with every allowed peer this often, "
+        "in minutes (0-10080; 0: only when a list changes)",
+        "sweep_poll_seconds": "serve looks this often whether an operations list changed, and "
+        "sweeps it when it did (1-3600)",
     }
 )
 """Top-level node.toml keys `blindmatch config set` may change, with what each means."""

@@ -171,7 +171,7 @@ def test_registry_covers_design_table() -> None:
         "company", "plate", "awb", "bol", "firearm", "cites_permit", "case_ref",
     }  # fmt: skip
     weaker = {"person_year", "passport_number", "national_id_number"}
-    assert set(IDENTIFIER_TYPES) | {"person"} | weaker == ELEMENT_TYPES
+    assert set(IDENTIFIER_TYPES) | {"person", "event"} | weaker == ELEMENT_TYPES
 
 
 # -- invalid values and what the message says ----------------------------------------------------

@@ -6,15 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from node.data.events import event_elements, read_event, read_window
 from node.data.identifiers import (
     CANON_VERSION,
     COLUMN_GUIDE,
     ELEMENT_PREFIX,
     ELEMENT_TYPES,
+    EVENT_COLUMNS,
     ICAO_COUNTRY_CODES,
     IDENTIFIER_TYPES,
     PERSON,
     WEAKER_ELEMENTS,
+    WINDOW_COLUMNS,
     CanonContext,
     canonical_elements,
     encode_element,
@@ -135,6 +138,13 @@ def test_each_guide_example_is_valid(entry) -> None:
         )
     elif entry.column == "label":
         assert label_problem(entry.example) is None
+    elif entry.column in WINDOW_COLUMNS:
+        window, problems = read_window({entry.column: entry.example})
+        assert problems == [] and getattr(window, entry.column) is not None
+    elif entry.column in EVENT_COLUMNS:
+        row = {e.column: e.example for e in COLUMN_GUIDE if e.column in EVENT_COLUMNS}
+        event, problems = read_event({**row, entry.column: entry.example})
+        assert problems == [] and event is not None
     else:
         assert entry.column == "ref" and entry.example.strip()
 
@@ -143,9 +153,12 @@ def test_guide_examples_make_one_valid_row() -> None:
     row = {entry.column: entry.example for entry in COLUMN_GUIDE}
     elements, rejections = canonical_elements(row, CTX)
     assert rejections == []
+    event, problems = read_event(row)
+    assert problems == [] and event is not None and read_window(row)[1] == []
     types = [t for t, _ in elements]
-    assert set(types) == ELEMENT_TYPES
-    assert len(types) == len(ELEMENT_TYPES)
+    assert set(types) == ELEMENT_TYPES - {"event"}
+    assert len(types) == len(ELEMENT_TYPES) - 1
+    assert {t for t, _ in event_elements(event)} == {"event"}
 
 
 def test_dob_format_mentions_the_slashed_rule() -> None:
