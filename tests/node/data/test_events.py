@@ -93,7 +93,7 @@ def test_intersecting_discs_with_overlapping_windows_always_share(
     other = destination(*centre, bearing, along * (r1 + r2))
     assume(distance(centre, other) <= r1 + r2)
     start2 = T0 + dt.timedelta(hours=(offset * (h1 + h2)) - h2)  # [start2, +h2) meets [T0, +h1)
-    assume(start2 < T0 + dt.timedelta(hours=h1) and T0 < start2 + dt.timedelta(hours=h2))
+    assume(start2 < T0 + dt.timedelta(hours=h1) and start2 + dt.timedelta(hours=h2) > T0)
     assert values(*centre, r1, T0, h1) & values(*other, r2, start2, h2)
 
 
