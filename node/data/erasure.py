@@ -149,14 +149,20 @@ def has_expired(conn: sqlite3.Connection, list_id: int, cutoff: str) -> bool:
 
 def expire_records(conn: sqlite3.Connection, list_row: ListRow, cutoff: str) -> Erased:
     """Deletes the list's records last stored before `cutoff`, their elements and their hits."""
-    args = {"list_id": list_row.id, "name": list_row.name, "cutoff": cutoff}
+    return _delete_selected(
+        conn, _EXPIRED, {"list_id": list_row.id, "name": list_row.name, "cutoff": cutoff}
+    )
+
+
+def _delete_selected(conn: sqlite3.Connection, selection: str, args: dict[str, object]) -> Erased:
+    """Deletes the records `selection` ("FROM records WHERE ...") picks, with elements and hits."""
     hits = conn.execute(
-        f"DELETE FROM hits WHERE list = :name AND ref IN (SELECT ref {_EXPIRED})", args
+        f"DELETE FROM hits WHERE list = :name AND ref IN (SELECT ref {selection})", args
     ).rowcount
     elements = conn.execute(
-        f"DELETE FROM elements WHERE record_id IN (SELECT id {_EXPIRED})", args
+        f"DELETE FROM elements WHERE record_id IN (SELECT id {selection})", args
     ).rowcount
-    records = conn.execute(f"DELETE {_EXPIRED}", args).rowcount
+    records = conn.execute(f"DELETE {selection}", args).rowcount
     return Erased(records, elements, hits)
 
 
@@ -183,12 +189,6 @@ def has_window_expired(conn: sqlite3.Connection, list_id: int, now: str) -> bool
 
 def expire_windows(conn: sqlite3.Connection, list_row: ListRow, now: str) -> Erased:
     """Deletes the list's records whose window ended by `now`, their elements and hits."""
-    args = {"list_id": list_row.id, "name": list_row.name, "now": now}
-    hits = conn.execute(
-        f"DELETE FROM hits WHERE list = :name AND ref IN (SELECT ref {_WINDOW_ENDED})", args
-    ).rowcount
-    elements = conn.execute(
-        f"DELETE FROM elements WHERE record_id IN (SELECT id {_WINDOW_ENDED})", args
-    ).rowcount
-    records = conn.execute(f"DELETE {_WINDOW_ENDED}", args).rowcount
-    return Erased(records, elements, hits)
+    return _delete_selected(
+        conn, _WINDOW_ENDED, {"list_id": list_row.id, "name": list_row.name, "now": now}
+    )
