@@ -6,6 +6,8 @@
     │   └── IngestRejected  an ingest that stored nothing (--strict rejects, or no record)
     ├── ConfigError         node.toml or a command-line option that cannot be used as given
     ├── NotFound            a list, peer, session or file that does not exist
+    ├── Conflict            a change the current state forbids: a hit acknowledged already, a
+    │                       record or user that exists already
     ├── PolicyDenied        the local policy for this peer does not allow the request
     ├── UnknownPeer         a caller whose certificate names no configured peer
     │   └── CertificateRevoked  a caller whose certificate the installed federation CRL revokes
@@ -36,6 +38,7 @@ to gRPC status codes and CLI exit codes in one place, not where they are raised.
 __all__ = [
     "AuditError",
     "ConfigError",
+    "Conflict",
     "InvalidIdentifier",
     "IngestRejected",
     "InvalidInput",
@@ -101,6 +104,10 @@ class ConfigError(NodeError):
 
 class NotFound(NodeError):
     """A list, peer, session or file that does not exist."""
+
+
+class Conflict(NodeError):
+    """A change the current state forbids: done already, or what it would create exists."""
 
 
 class PolicyDenied(NodeError):

@@ -1,9 +1,7 @@
 """`hits` and `hits ack`: what sessions found, listed and acknowledged (both audited).
 
-Listing hits is a consultation of personal data and acknowledging one is a
-decision about it: each is one audit entry (`hits.viewed`, `hit.acknowledged`)
-written in the same transaction as what it records, naming who, the filters or
-the hit's id, peer, list and type, and counts; never a ref, a label or a note.
+The audited consultation and acknowledgement are `node.sessions.hits`, which the
+local API uses too; this module parses the options and prints.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from node.cli.common import PROG, Subparsers, operator_name, parse_since, print_
 from node.cli.tables import format_table
 from node.data import audit
 from node.data.store import Store, check_list_name
+from node.sessions.hits import HitFilters, acknowledge_hit, view_hits
 from node.setup.config import NodeConfig, check_agency
 
 _COLUMNS = ["id", "status", "peer", "list", "ref", "type", "peer_label", "role", "mode"]
@@ -89,26 +88,16 @@ def _cmd_hits(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     peer = check_agency(args.peer, "--peer") if args.peer is not None else None
     list_name = check_list_name(args.list_name) if args.list_name is not None else None
+    filters = HitFilters(new_only=args.new, since=since, peer=peer, list_name=list_name)
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)
-    filters = {
-        "new_only": args.new,
-        "since": since.isoformat() if since else None,
-        "peer": peer,
-        "list": list_name,
-    }
     with Store.open(config.store_path) as store:
-        # Read before the write lock is taken (sessions record meanwhile); shown only once
-        # the consultation is audited.
-        hits = store.hits(new_only=args.new, since=since, peer=peer, list_name=list_name)
-        with store.transaction() as conn:
-            fields = {"operator": operator_name(args), **filters, "count": len(hits)}
-            audit.append(conn, key, "hits.viewed", fields)
+        hits = view_hits(store, key, operator_name(args), filters)
         hint = "" if hits else _unknown_filters(config, store, peer, list_name)
     if args.json:
         print_json(hits)
     elif not hits:
-        print(f"no hits{' match the filters' if any(filters.values()) else ' recorded'}{hint}")
+        print(f"no hits{' match the filters' if filters.any() else ' recorded'}{hint}")
     else:
         header = [*_COLUMNS, "first seen (UTC)", "last seen (UTC)", "sessions"]
         print(format_table(header, [_table_row(h) for h in hits]))
@@ -142,18 +131,8 @@ def _cmd_hits_ack(args: argparse.Namespace) -> int:
     by, note = Store.check_acknowledgement(args.by, args.note)  # before anything is opened
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)
-    with Store.open(config.store_path) as store, store.transaction() as conn:
-        hit = store.acknowledge_hit(args.hit_id, by, note)
-        fields = {
-            "operator": operator_name(args),
-            "by": by,
-            "hit_id": hit["id"],
-            "peer": hit["peer"],
-            "list": hit["list"],
-            "type": hit["type"],
-            "note_chars": len(note or ""),
-        }
-        audit.append(conn, key, "hit.acknowledged", fields)
+    with Store.open(config.store_path) as store:
+        hit = acknowledge_hit(store, key, operator_name(args), args.hit_id, by, note)
     if args.json:
         print_json(hit)
     else:

@@ -29,7 +29,18 @@ from importlib import metadata
 from types import FrameType
 
 from crypto.errors import CryptoError
-from node.cli import audit, certificates, federation, hits, lists, sessions, settings, status, sweep
+from node.cli import (
+    audit,
+    certificates,
+    federation,
+    hits,
+    lists,
+    sessions,
+    settings,
+    status,
+    sweep,
+    users,
+)
 from node.cli.common import PROG, Subparsers, json_error, one_line, print_json
 from node.errors import IngestRejected, NodeError
 
@@ -78,6 +89,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [
     hits.add_hits,
     audit.add_audit,
     status.add_status,
+    users.add_user,
     add_demo,
     sessions.add_epoch,
 ]

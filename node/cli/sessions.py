@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -20,7 +21,9 @@ from node.errors import ConfigError
 
 
 def add_serve(subparsers: Subparsers) -> None:
-    p = subparsers.add_parser("serve", help="answer peers' sessions until SIGTERM")
+    p = subparsers.add_parser(
+        "serve", help="answer peers' sessions and serve the local API until SIGTERM"
+    )
     p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
     p.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
@@ -29,22 +32,40 @@ def add_serve(subparsers: Subparsers) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from node.jobs.config_watch import watch_config
-    from node.jobs.notify import deliver_notifications
-    from node.jobs.retention import purge_expired
-    from node.jobs.sweeps import sweep_on_change_and_schedule
-    from node.rpc.server import serve  # imports grpc: only for the commands that need it
+    from node.api.metrics_dir import metrics_directory  # before prometheus-client is imported
+    from node.setup.config import NodeConfig
+    from node.setup.lock import serving
 
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
     )
-    try:
-        jobs = [watch_config, purge_expired, sweep_on_change_and_schedule, deliver_notifications]
-        serve(str(args.node_dir), workers=args.workers, jobs=jobs)
-    except OSError as exc:
-        raise ConfigError(str(exc)) from None
+    config = NodeConfig.load(args.node_dir)
+    with metrics_directory(config.node_dir), contextlib.ExitStack() as stack:
+        from node.api.serving import api_job, bind
+        from node.jobs.config_watch import watch_config
+        from node.jobs.notify import deliver_notifications
+        from node.jobs.retention import purge_expired
+        from node.jobs.sweeps import sweep_on_change_and_schedule
+        from node.rpc.server import Job, serve  # imports grpc: only for the commands needing it
+
+        jobs: list[Job] = [
+            watch_config,
+            purge_expired,
+            sweep_on_change_and_schedule,
+            deliver_notifications,
+        ]
+        # The API's socket is bound before the workers fork, so that they all accept from it;
+        # not when the node is served already (serve says by whom, rather than "port in use").
+        api = None if serving(config.node_dir) else bind(config)
+        if api is not None:
+            stack.callback(api.close)
+            jobs.append(api_job(api))
+        try:
+            serve(str(args.node_dir), workers=args.workers, jobs=jobs)
+        except OSError as exc:
+            raise ConfigError(str(exc)) from None
     return 0
 
 

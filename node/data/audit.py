@@ -147,6 +147,11 @@ EVENTS = frozenset(
         "audit.exported",
         "cert.installed",
         "crl.installed",
+        "record.added",
+        "record.replaced",
+        "user.added",
+        "user.removed",
+        "api.request",
     }
 )
 """The events the node records; `append` accepts any name of the same shape."""

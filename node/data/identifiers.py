@@ -85,6 +85,14 @@ than transliterate them; the separators between district code and letters
 are not kept, so "B-MW 1234" and "BM-W 1234" share ``DEU:BMW1234``.
 
 `COLUMN_GUIDE` says, for every input column, what it accepts, with an example.
+
+One identifier on its own (the local API's real-time screening) is the cells of
+an input row under other names: ``{"type": "passport", "value": ..., "country":
+...}`` is the row ``{"passport": ..., "passport_country": ...}``, ``{"type":
+"person", "name": ..., "dob": ...}`` the row ``{"name": ..., "dob": ...}``
+(`IDENTIFIER_FIELDS`). `identifier_elements` turns it into that row and
+canonicalises it with `canonical_elements`, as ingest does: one path, the same
+elements, the same reasons.
 """
 
 from __future__ import annotations
@@ -118,7 +126,9 @@ __all__ = [
     "ELEMENT_TYPES",
     "EVENT_COLUMNS",
     "ICAO_COUNTRY_CODES",
+    "IDENTIFIER_FIELDS",
     "IDENTIFIER_TYPES",
+    "MAX_FIELD_CHARS",
     "MAX_LABEL_CHARS",
     "OPERATIONS_COLUMNS",
     "PASSPORT",
@@ -150,6 +160,7 @@ __all__ = [
     "check_columns",
     "check_kind_columns",
     "encode_element",
+    "identifier_elements",
     "known_columns",
     "label_problem",
 ]
@@ -1289,6 +1300,69 @@ def canonical_elements(
             else:
                 elements.append((column, encode_element(column, value)))
     return elements, rejections
+
+
+IDENTIFIER_FIELDS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "person": MappingProxyType({"name": "name", "dob": "dob"}),
+        "passport": MappingProxyType({"value": "passport", "country": "passport_country"}),
+        **{
+            name: MappingProxyType({"value": name})
+            for name in IDENTIFIER_TYPES
+            if name != "passport"
+        },
+    }
+)
+"""Per identifier type, its fields (besides ``type``) and the input column each one is."""
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"person": ("name", "dob")}
+_IGNORED_FIELDS = frozenset({"type", "ref"})  # `ref` is the caller's, never canonicalised
+MAX_FIELD_CHARS = 1000
+"""The longest value a field of one identifier may hold (ingest cells are bounded by the file)."""
+
+
+def identifier_elements(
+    identifier: Mapping[str, object], context: CanonContext, where: str = "identifier"
+) -> list[tuple[str, bytes]]:
+    """Return the (type, element) pairs of one typed identifier, canonicalised as ingest does.
+
+    Raises InvalidInput naming the field (``{where}.value``, ``{where}.dob`` ...) and
+    every reason, for a value that ingest would reject, a missing or unknown field,
+    or an unknown type.
+    """
+    if not isinstance(identifier, Mapping):
+        raise InvalidInput(f"{where}: must be an object with a type and its fields")
+    kind = identifier.get("type")
+    fields = IDENTIFIER_FIELDS.get(kind) if isinstance(kind, str) else None
+    if fields is None:
+        known = ", ".join(sorted(IDENTIFIER_FIELDS))
+        shown = "missing" if kind is None else f"{str(kind)[:40]!r} is not an identifier type"
+        raise InvalidInput(f"{where}.type: {shown}; use one of {known}")
+    problems: list[str] = []
+    row: dict[str, object] = {}
+    for key, raw in identifier.items():
+        if key in _IGNORED_FIELDS:
+            continue
+        column = fields.get(key)
+        if column is None:
+            allowed = ", ".join(["type", *fields, "ref"])
+            problems.append(f"{where}.{str(key)[:40]}: unknown field for {kind} (use {allowed})")
+        elif isinstance(raw, str) and len(raw) > MAX_FIELD_CHARS:
+            problems.append(f"{where}.{key}: longer than {MAX_FIELD_CHARS:,} characters")
+        else:
+            row[column] = raw
+    required = _REQUIRED_FIELDS.get(str(kind), ("value",))
+    for key in required:
+        if identifier.get(key) in (None, ""):
+            problems.append(f"{where}.{key}: missing; a {kind} needs {' and '.join(required)}")
+    if not problems:
+        elements, rejections = canonical_elements(row, context)
+        field_of = {column: key for key, column in fields.items()}
+        problems = [f"{where}.{field_of[r.column]}: {r.reason}" for r in rejections]
+        if not elements and not problems:  # a value of only separators, say
+            problems.append(f"{where}.{next(iter(fields))}: has no value to screen")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return elements
 
 
 def _document_elements(type: str, value: str) -> list[tuple[str, bytes]]:

@@ -47,7 +47,7 @@ import sqlite3
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,18 +64,20 @@ from node.data.identifiers import (
     CANON_VERSION,
     CanonContext,
     canonical_elements,
+    check_columns,
     check_kind_columns,
     label_problem,
 )
 from node.data.sources import Chunk, Source, open_source, row_dicts
 from node.data.store import KINDS, Store, check_list_name, utc_now
-from node.errors import ConfigError, IngestRejected, InvalidInput
+from node.errors import ConfigError, Conflict, IngestRejected, InvalidInput, NotFound
 
 __all__ = [
     "CHUNK_ROWS",
     "IngestResult",
     "RejectedCell",
     "ingest_file",
+    "ingest_record",
 ]
 
 CHUNK_ROWS = 1000
@@ -504,6 +506,91 @@ def _ingest(
                 **erased,
             },
         )
+
+
+def ingest_record(
+    store: Store,
+    list_name: str,
+    row: Mapping[str, object],
+    context: CanonContext,
+    signing_key: Ed25519PrivateKey,
+    *,
+    replace: bool = False,
+    operator: str = "",
+    now: str | None = None,
+) -> IngestResult:
+    """Adds one record to an existing list, or replaces one by ref, in one audited transaction.
+
+    `row` is one input row, keyed by column as a JSON Lines object is (`ref`,
+    identifier columns, `label`, and for an operations list its window and event
+    columns), canonicalised and checked as an ingest checks each row, but strictly:
+    any rejected cell stores nothing (`IngestRejected`, its result naming each
+    column and why). A new ref that exists already is a Conflict; a replaced one
+    that does not exist is NotFound, as is the list. A replacement erases the
+    record's hits that its new identifiers no longer support and retires the list's
+    screening epochs, as an update by ref in `ingest_file` does. The list's version
+    is bumped (a serving node sweeps a changed operations list), and one audit
+    entry, `record.added` or `record.replaced`, names who, the list and the counts.
+    Blocks on SQLite and hashes the record's elements: call it off the event loop.
+    """
+    check_list_name(list_name, "list")
+    check_columns(row)
+    found = store.conn.execute("SELECT kind FROM lists WHERE name = ?", (list_name,)).fetchone()
+    if found is None:
+        raise NotFound(
+            f"no list {list_name!r} on this node; a list is created by 'blindmatch ingest' "
+            "(an empty one with --allow-empty)"
+        )
+    kind = str(found[0])
+    check_kind_columns(row, kind)
+    rows, records, *_, rejected = chunk = _process_chunk(
+        "json", None, [(1, dict(row))], context, list_name, kind
+    )
+    result = IngestResult(name=list_name, kind=kind, rows=rows, replaced=replace)
+    result.rejected.extend(RejectedCell(*r) for r in rejected)
+    if rejected or not records:
+        problems = "; ".join(f"{r.column}: {r.reason}" for r in result.rejected)
+        raise IngestRejected(f"the record was not stored: {problems}", result)
+    ref = records[0][1]
+    now = now or utc_now()
+    with store.transaction() as conn:
+        current = conn.execute(
+            "SELECT id, kind, version FROM lists WHERE name = ?", (list_name,)
+        ).fetchone()
+        if current is None or current[1] != kind:  # dropped or reloaded meanwhile
+            raise Conflict(f"list {list_name!r} was dropped or changed kind meanwhile; retry")
+        list_id, version = int(current[0]), int(current[2])
+        exists = conn.execute(
+            "SELECT 1 FROM records WHERE list_id = ? AND ref = ?", (list_id, ref)
+        ).fetchone()
+        if exists and not replace:
+            raise Conflict(
+                f"list {list_name!r} has a record with ref {ref!r} already; replace it instead"
+            )
+        if replace and not exists:
+            raise NotFound(f"list {list_name!r} has no record with ref {ref!r}")
+        writer = _Writer(store, list_id, upsert=replace, stored_at=now)
+        writer.write(chunk, result, store_rows=True)
+        conn.execute(
+            "UPDATE lists SET version = ?, updated_at = ? WHERE id = ?",
+            (version + 1, now, list_id),
+        )
+        erased = _erase_what_is_gone(conn, list_name, list_id) if replace else {}
+        audit.append(
+            conn,
+            signing_key,
+            "record.replaced" if replace else "record.added",
+            {
+                "operator": operator,
+                "list": list_name,
+                "kind": kind,
+                "records": result.records,
+                "elements": result.elements,
+                **erased,
+            },
+        )
+    result.stored = True
+    return result
 
 
 def _erase_what_is_gone(conn: sqlite3.Connection, name: str, list_id: int) -> dict[str, int]:

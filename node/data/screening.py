@@ -22,6 +22,7 @@ from node.data.store import IN_WINDOW, Store, utc_now
 __all__ = [
     "CachedSet",
     "Epoch",
+    "cached_chunks",
     "cached_entries",
     "cached_set",
     "charge_usage",
@@ -309,6 +310,16 @@ def replace_cached_set(
             (entries, int(not labelled), cache_id),
         )
     return CachedSet(cache_id, epoch, list_version, public_key, entries)
+
+
+def cached_chunks(store: Store, cache_id: int) -> Iterator[list[tuple[bytes, bytes]]]:
+    """A cached set's (tag, sealed label) entries, chunked, in tag order then fetch order."""
+    cursor = store.conn.execute(
+        "SELECT tag, sealed_label FROM screen_cache_entries WHERE cache_id = ? ORDER BY tag, rowid",
+        (cache_id,),
+    )
+    while rows := cursor.fetchmany(CHUNK_ENTRIES):
+        yield rows
 
 
 def cached_entries(store: Store, cache_id: int, tags: Sequence[bytes]) -> dict[bytes, list[bytes]]:

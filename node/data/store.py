@@ -19,6 +19,7 @@ Tables::
               usage per peer, and peers' fetched encoded sets (initiator)
     outbox    one row per (new hit, webhook URL) until delivered, cascading from hits
               (node.data.outbox; docs/NOTIFICATIONS.md)
+    users     the local API's users: name, role, SHA-256 of the bearer token (node.data.users)
     audit     append-only, hash-chained and signed log (written by node.audit)
 
 Writes go through `transaction()` (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
@@ -42,7 +43,7 @@ from typing import Any
 
 from crypto.groups import SUITES
 from node.data.identifiers import CANON_VERSION
-from node.errors import ConfigError, Incompatible, InvalidInput, NotFound, StoreBusy
+from node.errors import ConfigError, Conflict, Incompatible, InvalidInput, NotFound, StoreBusy
 
 __all__ = [
     "IN_WINDOW",
@@ -260,6 +261,18 @@ _MIGRATIONS: list[str] = [
         UNIQUE (hit_id, url)
     );
     CREATE INDEX outbox_due ON outbox(delivered_at, next_attempt_at);
+    """,
+    # The local HTTP API's users (node.data.users, DESIGN §7): a name, a role and the SHA-256
+    # of the bearer token `user add` printed once; the token itself is never stored.
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT UNIQUE NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('analyst', 'admin')),
+        token_hash BLOB UNIQUE NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -613,6 +626,24 @@ class Store:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    SESSION_STATUSES = ("running", "completed", "failed")
+
+    def recent_sessions(
+        self, limit: int, peer: str | None = None, status: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The `limit` most recently started sessions, newest first, of `peer` and `status`."""
+        query = "SELECT * FROM sessions WHERE 1 = 1"
+        args: list[object] = []
+        if peer is not None:
+            query += " AND peer = ?"
+            args.append(peer)
+        if status is not None:
+            query += " AND status = ?"
+            args.append(status)
+        cursor = self.conn.execute(query + " ORDER BY started_at DESC, id LIMIT ?", [*args, limit])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def sessions_since(self, peer: str, role: str, since: str) -> tuple[int, str | None]:
         """Sessions with `peer` in `role` started at or after `since`: (count, earliest start)."""
         count, earliest = self.conn.execute(
@@ -741,8 +772,8 @@ class Store:
     ) -> dict[str, Any]:
         """Marks a new hit acknowledged by the person `by`, with an optional note; returns it.
 
-        Raises NotFound for an unknown id, ConfigError for a hit acknowledged
-        already or an unusable name or note; nothing changes then.
+        Raises NotFound for an unknown id, Conflict for a hit acknowledged already,
+        ConfigError for an unusable name or note; nothing changes then.
         """
         by, note = self.check_acknowledgement(by, note)
         cursor = self.conn.execute(
@@ -760,7 +791,7 @@ class Store:
                 "'blindmatch hits NODE_DIR --new'"
             )
         if cursor.rowcount != 1:
-            raise ConfigError(
+            raise Conflict(
                 f"hit {hit_id} was already acknowledged by {hit['acknowledged_by']} at "
                 f"{hit['acknowledged_at']}; nothing changed (new hits: 'blindmatch hits "
                 "NODE_DIR --new')"

@@ -23,7 +23,7 @@ __all__ = ["CHECK_SECONDS", "watch_config"]
 
 CHECK_SECONDS = 1.0
 """How often node.toml's identity (inode, size, mtime) is compared."""
-_RESTART_KEYS = ("agency", "listen", "max_sessions", "grace_seconds")
+_RESTART_KEYS = ("agency", "listen", "max_sessions", "grace_seconds", "api_listen", "api_tls")
 
 log = logging.getLogger(__name__)
 

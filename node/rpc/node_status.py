@@ -33,7 +33,7 @@ from node.setup import pki
 from node.setup.config import NodeConfig, PeerPolicy
 from node.setup.lock import Serving, serving
 
-__all__ = ["node_status"]
+__all__ = ["node_status", "peer_reports"]
 CHECK_SECONDS = 5.0
 """How long a peer's health check or TLS handshake may take before it counts as unreachable."""
 
@@ -67,6 +67,23 @@ async def node_status(
     }
     report["warnings"] = _warnings(config, report, answering, now)
     return report
+
+
+async def peer_reports(
+    config: NodeConfig, now: dt.datetime, timeout: float = CHECK_SECONDS
+) -> list[dict[str, Any]]:
+    """Each peer's reachability and certificate as `status --json` reports them, by agency."""
+    try:
+        pki.require_certificate(config)
+    except ConfigError as exc:
+        peers: list[dict[str, Any]] = _without_certificate(config, None, {}, exc)["peers"]
+        return peers
+    revocations = pki.RevocationList.load(config.crl)
+    return list(
+        await asyncio.gather(
+            *(_peer(config, p, revocations, timeout, now) for _, p in sorted(config.peers.items()))
+        )
+    )
 
 
 def _crl_json(crl: pki.CrlInfo | None) -> dict[str, Any] | None:

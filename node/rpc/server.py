@@ -63,6 +63,7 @@ from node.generated.blindmatch.v1 import matching_pb2 as pb
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 from node.rpc.status import peer_status
 from node.rpc.wire import decode_fetch, decode_initiator, decode_screen, encode_responder
+from node.sessions import observe
 from node.sessions.answering import Answering
 from node.sessions.messages import Message
 from node.sessions.mutual_responder import answer_session
@@ -267,6 +268,7 @@ def _add_matching_service(servicer: MatchingServicer, server: grpc.aio.Server) -
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     """Ends a call with what `peer_status` says the peer may be told; bugs are logged."""
     status = peer_status(exc)
+    observe.call_failed(status.code.name)
     if status.code is grpc.StatusCode.INTERNAL:
         log.error("call failed unexpectedly", exc_info=exc)
     await context.abort(status.code, status.details, trailing_metadata=status.metadata)

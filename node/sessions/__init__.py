@@ -10,6 +10,8 @@
 - `labels`, `results`: labels of matched records; what an initiator reports.
 - `erasure`: removing a record, dropping a list, expiring records past their retention,
   each with its screening epoch rotated and audited in one transaction.
+- `hits`: listing and acknowledging hits, audited (the CLI's and the local API's).
+- `observe`: hooks through which a serving process's metrics count sessions and calls.
 
 `node.rpc` carries these messages over gRPC; nothing here imports it.
 """

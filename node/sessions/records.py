@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crypto.errors import CryptoError
 from node.data import audit, outbox
 from node.errors import NodeError
+from node.sessions import observe
 from node.setup.context import NodeContext
 
 __all__ = [
@@ -107,6 +109,8 @@ class SessionRecord:
     purpose: str
     operator: str
     closed: bool = False
+    begun: float = field(default_factory=time.monotonic, repr=False)
+    """When this object was made (monotonic seconds), for the session's duration metric."""
 
     def fields(self, **extra: object) -> dict[str, object]:
         """The audit fields every entry of this session carries, plus `extra`."""
@@ -182,6 +186,7 @@ class SessionRecord:
             append_disclosure(conn, self.node, fields, "sent", labels_sent)
             append_disclosure(conn, self.node, fields, "received", labels_received)
         self.closed = True  # a failure after this (the summary not delivered) changes nothing
+        self._observe("completed")
         log.info(
             "%s %s session %s with %s on %s completed: %s",
             self.role,
@@ -208,6 +213,7 @@ class SessionRecord:
             )
             append_audit(conn, self.node, "session.failed", fields)
             append_disclosure(conn, self.node, fields, "sent", labels_sent)
+        self._observe("failed")
         log.info(
             "%s %s session %s with %s failed: %s",
             self.role,
@@ -215,4 +221,9 @@ class SessionRecord:
             self.session_id,
             self.peer,
             reason,
+        )
+
+    def _observe(self, outcome: str) -> None:
+        observe.session_ended(
+            self.role, self.mode, self.peer, outcome, time.monotonic() - self.begun
         )

@@ -10,6 +10,10 @@ tags in the cache, opens the labels of hits, and records the session, hits,
 refuses as stale (`StaleEpoch`: the epoch rotated or the list changed) makes it
 fetch once more and retry. A malformed or unverifiable answer fails the session
 with a clear `PeerError`, recorded and audited.
+
+Real-time screening (`node.rpc.live_screening`) shares the fetch
+(`fetch_encoded_set`), the peer-facing errors (`unverifiable`, `unopenable`) and
+how a hit's labels are joined (`joined_label`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,17 @@ from node.sessions.results import MatchResult, Progress
 from node.sessions.screen_responder import SUITE, EncodedHeader, answer_fetch, answer_screen
 from node.setup.context import NodeContext
 
-__all__ = ["LocalTransport", "OwnList", "ScreeningTransport", "own_list", "run_screen"]
+__all__ = [
+    "LocalTransport",
+    "OwnList",
+    "ScreeningTransport",
+    "fetch_encoded_set",
+    "joined_label",
+    "own_list",
+    "run_screen",
+    "unopenable",
+    "unverifiable",
+]
 
 _IN_FLIGHT = 2  # Screen batches outstanding at once
 
@@ -107,6 +121,45 @@ async def _fetch(
         announced = header.total if header else 0
         raise PeerError(f"peer {peer} announced {announced:,} encoded entries but sent {entries:,}")
     return header, chunks
+
+
+async def fetch_encoded_set(
+    node: NodeContext,
+    transport: ScreeningTransport,
+    peer: str,
+    peer_list: str,
+    purpose: str,
+    progress: Progress | None = None,
+) -> CachedSet:
+    """Downloads the peer's encoded list and replaces our cached copy of it in the store."""
+    h, chunks = await _fetch(transport, peer, peer_list, purpose, progress)
+    kind = h.list_kind or "watchlist"
+    return await asyncio.to_thread(
+        lambda: tables.replace_cached_set(
+            node.store(), peer, peer_list, h.epoch, h.list_version, h.public_key, kind, chunks
+        )
+    )
+
+
+def unverifiable(peer: str, epoch: int, exc: CryptoError) -> PeerError:
+    """The error of an answer whose proof does not verify under the epoch's published key."""
+    return PeerError(
+        f"proof does not verify: peer {peer} evaluated under a different key than the one "
+        f"it published for epoch {epoch}, or the answer was altered ({exc})"
+    )
+
+
+def unopenable(peer: str) -> PeerError:
+    """The error of a hit whose sealed label does not open under its entry's key."""
+    return PeerError(
+        f"a sealed label from peer {peer} does not open under its entry's key; "
+        "fetch the encoded list again"
+    )
+
+
+def joined_label(labels: list[str]) -> str | None:
+    """The peer labels of one hit as one text: distinct ones, in order, "; "-joined."""
+    return "; ".join(dict.fromkeys(labels)) or None
 
 
 async def _query(
@@ -186,10 +239,7 @@ def _finalize(
             node.runner,
         )
     except CryptoError as exc:
-        raise PeerError(
-            f"proof does not verify: peer {peer} evaluated under a different key than the one "
-            f"it published for epoch {cached.epoch}, or the answer was altered ({exc})"
-        ) from None
+        raise unverifiable(peer, cached.epoch, exc) from None
     tags = [screening.tag_of(o) for o in outputs]
     found = tables.cached_entries(node.store(), cached.id, tags)
     hits: dict[int, list[str]] = {}
@@ -200,10 +250,7 @@ def _finalize(
         try:
             hits[a + i] = [screening.open_label(output, s) for s in entries if s]
         except CryptoError:
-            raise PeerError(
-                f"a sealed label from peer {peer} does not open under its entry's key; "
-                "fetch the encoded list again"
-            ) from None
+            raise unopenable(peer) from None
     return hits
 
 
@@ -239,13 +286,7 @@ async def run_screen(
     async def fetch() -> CachedSet:
         nonlocal fetches
         fetches += 1
-        h, chunks = await _fetch(transport, peer, peer_list, purpose, progress)
-        kind = h.list_kind or "watchlist"
-        return await asyncio.to_thread(
-            lambda: tables.replace_cached_set(
-                node.store(), peer, peer_list, h.epoch, h.list_version, h.public_key, kind, chunks
-            )
-        )
+        return await fetch_encoded_set(node, transport, peer, peer_list, purpose, progress)
 
     try:
         cached = await asyncio.to_thread(lambda: tables.cached_set(node.store(), peer, peer_list))
@@ -268,7 +309,7 @@ async def run_screen(
             raise PeerError(f"screening with {peer} failed: {exc}") from None
         raise
     matches = [
-        {"ref": ref, "type": type_, "peer_label": "; ".join(dict.fromkeys(labels)) or None}
+        {"ref": ref, "type": type_, "peer_label": joined_label(labels)}
         for i, labels in sorted(hits.items())
         for ref, type_ in own.rows[i]
     ]

@@ -38,6 +38,7 @@ from node.data.screening import Epoch
 from node.data.store import Store
 from node.errors import InvalidInput, LimitExceeded, StaleEpoch
 from node.policy import FetchRequest, ScreenQuery
+from node.sessions import observe
 from node.sessions.answering import Answering
 from node.sessions.records import append_audit, append_disclosure
 from node.setup.config import PeerPolicy
@@ -326,4 +327,5 @@ def _evaluate(
             raise _over_budget(node, policy.agency, budget, used, count, now)
         tables.charge_usage(conn, policy.agency, day, count)
         append_audit(conn, node, "screen.answered", {"operator": f"peer:{policy.agency}", **fields})
+    observe.screen_answered(policy.agency, count)
     return evaluated, proof

@@ -23,9 +23,15 @@ A node directory holds::
     sweep_minutes = 60               # serve sweeps every operations list this often (0: off)
     sweep_poll_seconds = 10          # serve looks this often whether an operations list changed
     notify_retry_seconds = 2         # first retry of a failed webhook delivery; doubles to 600
+    api_listen = "127.0.0.1:0"       # the local HTTP API (docs/API.md); port 0: any free one;
+                                     # "" turns it off
+    api_tls = false                  # serve the API over HTTPS with the node's certificate
     [[notify.webhook]]               # new hits are POSTed here (docs/NOTIFICATIONS.md)
     url = "https://cases.customs.example/blindmatch"
     secret = "..."                   # signs each delivery (HMAC-SHA256); never shown
+    [[screen.target]]                # the local API's POST /v1/screen asks these by default
+    peer = "police-nl"               # a configured peer (below) whose modes include "screen"
+    list = "watchlist"               # the peer's list (docs/SCREENING-LIVE.md)
     [peers.police-nl]
     address = "127.0.0.1:50052"
     lists = []                       # empty = all lists
@@ -59,7 +65,8 @@ import tomli_w
 from crypto.groups import SUITES
 from node.data.erasure import MAX_RETAIN_DAYS
 from node.data.identifiers import CanonContext, DateOrder
-from node.errors import ConfigError
+from node.data.store import check_list_name
+from node.errors import ConfigError, InvalidInput
 
 __all__ = [
     "CONFIG_FILE",
@@ -68,8 +75,10 @@ __all__ = [
     "NodeConfig",
     "PeerPolicy",
     "SETTABLE",
+    "ScreenTarget",
     "Webhook",
     "check_address",
+    "check_api_listen",
     "check_agency",
     "with_option",
     "with_peer",
@@ -93,6 +102,8 @@ SWEEP_SETTINGS = {
     "sweep_minutes": (60, 0, 10_080),
     "sweep_poll_seconds": (10, 1, 3600),
 }
+DEFAULT_API_LISTEN = "127.0.0.1:0"
+"""The local API on loopback, on a port free when `serve` starts (its log names it)."""
 NOTIFY_RETRY_SECONDS = (2, 1, 600)
 """Default, lowest and highest `notify_retry_seconds`: the first retry of a failed delivery."""
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
@@ -106,6 +117,20 @@ def check_agency(agency: str, where: str = "--agency") -> str:
             "and dashes, starting with a letter or digit (e.g. customs-nl)"
         )
     return agency
+
+
+def check_api_listen(address: str, where: str = "api_listen") -> tuple[str, int] | None:
+    """The local API's (host, port), port 0 for any free one; None when it is off ("")."""
+    if address == "":
+        return None
+    host, colon, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    host = host.strip("[]")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(
+            f"{where}: {address!r} is not HOST:PORT (e.g. 127.0.0.1:8440, or port 0 for any "
+            'free port), nor "" (no API)'
+        )
+    return host, int(port)
 
 
 def check_address(address: str, where: str = "address") -> tuple[str, int]:
@@ -226,6 +251,30 @@ class Webhook:
 
 
 @dataclass(frozen=True)
+class ScreenTarget:
+    """A partner's list that real-time screening asks by default (`[[screen.target]]`).
+
+    Only its form is checked here: whether `peer` is configured and allows screening is
+    checked at each query (`node.rpc.live_screening`), so removing a peer never makes
+    node.toml unloadable.
+    """
+
+    peer: str
+    list: str
+
+    def to_toml(self) -> dict[str, str]:
+        """Returns the target's table as written in node.toml."""
+        return {"peer": self.peer, "list": self.list}
+
+    def __post_init__(self) -> None:
+        check_agency(self.peer, "peer")
+        try:
+            check_list_name(self.list, "list")
+        except InvalidInput as exc:
+            raise ConfigError(str(exc)) from None
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """A node's configuration, loaded from `NODE_DIR/node.toml`."""
 
@@ -243,7 +292,10 @@ class NodeConfig:
     sweep_minutes: int = SWEEP_SETTINGS["sweep_minutes"][0]
     sweep_poll_seconds: int = SWEEP_SETTINGS["sweep_poll_seconds"][0]
     notify_retry_seconds: int = NOTIFY_RETRY_SECONDS[0]
+    api_listen: str = DEFAULT_API_LISTEN
+    api_tls: bool = False
     webhooks: tuple[Webhook, ...] = ()
+    screen_targets: tuple[ScreenTarget, ...] = ()
     peers: Mapping[str, PeerPolicy] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
@@ -314,9 +366,16 @@ class NodeConfig:
             "retain_days": self.retain_days,
             **{name: getattr(self, name) for name in SWEEP_SETTINGS},
             "notify_retry_seconds": self.notify_retry_seconds,
+            "api_listen": self.api_listen,
+            "api_tls": self.api_tls,
             **(
                 {"notify": {"webhook": [w.to_toml() for w in self.webhooks]}}
                 if self.webhooks
+                else {}
+            ),
+            **(
+                {"screen": {"target": [t.to_toml() for t in self.screen_targets]}}
+                if self.screen_targets
                 else {}
             ),
             "peers": {name: peer.to_toml() for name, peer in sorted(self.peers.items())},
@@ -364,10 +423,19 @@ class NodeConfig:
                 f"{where}: notify_retry_seconds must be a whole number of seconds from {low} "
                 f"to {high}, got {retry!r}"
             )
+        check_api_listen(self.api_listen, f"{where}: api_listen")
+        if not isinstance(self.api_tls, bool):
+            raise ConfigError(f"{where}: api_tls must be true or false, got {self.api_tls!r}")
         urls = [w.url for w in self.webhooks]
         for url in sorted({u for u in urls if urls.count(u) > 1}):
             raise ConfigError(
                 f"{where}: [[notify.webhook]] url {url} is configured twice; keep one table per URL"
+            )
+        targets = [(t.peer, t.list) for t in self.screen_targets]
+        for peer, name in sorted({t for t in targets if targets.count(t) > 1}):
+            raise ConfigError(
+                f"{where}: [[screen.target]] peer {peer} list {name} is configured twice; keep "
+                "one table per target"
             )
         try:
             self.canon_context()
@@ -406,7 +474,10 @@ class NodeConfig:
             "screen_epoch_hours",
             "retain_days",
             "notify_retry_seconds",
+            "api_listen",
+            "api_tls",
             "notify",
+            "screen",
             "peers",
             *SERVING_LIMITS,
             *SWEEP_SETTINGS,
@@ -444,7 +515,10 @@ class NodeConfig:
             notify_retry_seconds=_get(
                 data, "notify_retry_seconds", int, str(path), NOTIFY_RETRY_SECONDS[0]
             ),
+            api_listen=_get(data, "api_listen", str, str(path), DEFAULT_API_LISTEN),
+            api_tls=_get(data, "api_tls", bool, str(path), False),
             webhooks=_webhooks_from_table(data, str(path)),
+            screen_targets=_screen_targets_from_table(data, str(path)),
             peers=MappingProxyType(peers),
             **{
                 name: _get(data, name, int, str(path), default)
@@ -495,6 +569,34 @@ def _webhooks_from_table(data: Mapping[str, Any], path: str) -> tuple[Webhook, .
                 raise
             raise ConfigError(f"{where}: {exc}") from None
     return tuple(webhooks)
+
+
+def _screen_targets_from_table(data: Mapping[str, Any], path: str) -> tuple[ScreenTarget, ...]:
+    """The `[[screen.target]]` tables of node.toml, each checked (ConfigError naming which)."""
+    screen = _get(data, "screen", dict, path, {})
+    _no_unknown(screen, {"target"}, f"{path}: [screen]")
+    tables = _get(screen, "target", list, f"{path}: [screen]", [])
+    targets = []
+    for number, table in enumerate(tables, 1):
+        where = f"{path}: [[screen.target]] number {number}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with peer and list")
+        _no_unknown(table, {"peer", "list"}, where)
+        for key, meaning in (
+            ("peer", "the agency id of a configured peer, e.g. police-nl"),
+            ("list", "the name of that peer's list to screen against, e.g. watchlist"),
+        ):
+            if key not in table:
+                raise ConfigError(f"{where}: missing key {key!r} ({meaning})")
+        try:
+            targets.append(
+                ScreenTarget(_get(table, "peer", str, where), _get(table, "list", str, where))
+            )
+        except ConfigError as exc:
+            if where in str(exc):
+                raise
+            raise ConfigError(f"{where}: {exc}") from None
+    return tuple(targets)
 
 
 def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
@@ -587,6 +689,10 @@ SETTABLE: Mapping[str, str] = MappingProxyType(
         "in minutes (0-10080; 0: only when a list changes)",
         "sweep_poll_seconds": "serve looks this often whether an operations list changed, and "
         "sweeps it when it did (1-3600)",
+        "api_listen": "HOST:PORT of the local HTTP API (port 0: any free port, named in serve's "
+        "log; '' turns the API off); applies after a restart",
+        "api_tls": "true to serve the API over HTTPS with the node's certificate; applies after "
+        "a restart",
     }
 )
 """Top-level node.toml keys `blindmatch config set` may change, with what each means."""
@@ -604,7 +710,12 @@ def with_option(config: NodeConfig, key: str, value: str) -> NodeConfig:
             f"{key!r} cannot be set with 'config set'; settable keys: {', '.join(SETTABLE)}{hint}"
         )
     new: Any = value.strip()
-    if isinstance(getattr(config, key), int):
+    if isinstance(getattr(config, key), bool):
+        words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+        if new.lower() not in words:
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        new = words[new.lower()]
+    elif isinstance(getattr(config, key), int):
         try:
             new = int(new)
         except ValueError:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from node.data.store import _MIGRATIONS, SCHEMA_VERSION, Store
-from node.errors import ConfigError, NotFound
+from node.errors import ConfigError, Conflict, NotFound
 
 T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -260,7 +260,7 @@ def test_acknowledge_errors_change_nothing(store: Store) -> None:
     before = store.hits()
     with pytest.raises(NotFound, match="no hit 99 .* hits NODE_DIR --new"):
         store.acknowledge_hit(99, "analyst")
-    with pytest.raises(ConfigError, match=f"hit {first} was already acknowledged by analyst"):
+    with pytest.raises(Conflict, match=f"hit {first} was already acknowledged by analyst"):
         store.acknowledge_hit(first, "someone else")
     bad = [
         ("", None, "--by"),
