@@ -59,7 +59,10 @@ def _fail(exc: Exception, as_json: bool) -> int:
 
 
 def add_demo(subparsers: Subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run a three-agency federation on loopback")
+    p = subparsers.add_parser(
+        "demo",
+        help="run four agency nodes on loopback: matches, then deconflicted operations",
+    )
     p.set_defaults(func=_cmd_demo)
 
 
