@@ -15,25 +15,38 @@ from __future__ import annotations
 import math
 import os
 import resource
+import signal
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from crypto.batch import BatchRunner, new_process_pool
 from crypto.groups import get_suite
+from loadtests.run import serve, stop
+from node.cli.demo import blindmatch
 
 __all__ = [
     "CORES",
     "Census",
+    "Command",
     "Floor",
+    "add_peer",
     "cpu_census",
     "Stopwatch",
+    "init_node",
     "median_time",
     "multiplication_seconds",
     "on_all_cores",
+    "peak_rss_reset",
+    "peak_rss_mb",
     "print_table",
+    "run_cli",
+    "served",
     "shared_runner",
     "stopwatch",
     "x25519_floor",
@@ -262,6 +275,155 @@ def x25519_floor(runner: BatchRunner | None = None, per_core: int = 5000, runs: 
                 times[name].append(one(fn))
     samples = {name: statistics.median(t) for name, t in times.items()}
     return Floor.of(samples, census.others)
+
+
+# -- throw-away federations: real nodes made with the CLI, served as processes ------------------
+
+
+def init_node(
+    root: Path, agency: str, address: str, suite: str = "x25519-blake3", region: str = "NL"
+) -> Path:
+    """`blindmatch init` of `root/agency` listening on `address`, signed by the CA in `root/ca`
+    (`blindmatch ca init` it first)."""
+    node = root / agency
+    blindmatch(
+        "init", str(node), "--agency", agency, "--listen", address,
+        "--ca", str(root / "ca"), "--region", region, "--suite", suite,
+    )  # fmt: skip
+    return node
+
+
+def add_peer(node: Path, peer: str, address: str, *options: str) -> None:
+    """`blindmatch peer add`, with limits no benchmark reaches (sessions per hour, set size)
+    unless `options` say otherwise (later options win)."""
+    blindmatch(
+        "peer", "add", str(node), "--agency", peer, "--address", address,
+        "--max-set-size", "100000000", "--sessions-per-hour", "1000000", *options,
+    )  # fmt: skip
+
+
+@contextmanager
+def served(node_dirs: Sequence[Path], log_dir: Path, workers: int = 1) -> Iterator[None]:
+    """`blindmatch serve` of every node, each in its own process group, until the block ends;
+    then each is stopped by its pid (SIGTERM, SIGKILL of its group after a grace period), also
+    when the block or a later start fails."""
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for node in node_dirs:
+            processes.append(serve(node, workers, log_path=log_dir / f"{node.name}.serve.log"))
+        yield
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()  # all at once: they stop in parallel
+        for process in processes:
+            stop(process)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A finished CLI command: wall-clock seconds, exit code, output, and the peak RSS in MB
+    of its own process and of the largest of its child processes (e.g. its pool's workers),
+    NaN where /proc is missing."""
+
+    seconds: float
+    returncode: int
+    stdout: str
+    stderr: str
+    peak_rss_mb: float
+    children_peak_rss_mb: float
+
+
+def _tree(root: int) -> set[int]:
+    """`root` and its live descendants."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    tree, grown = {root}, True
+    while grown:
+        more = {pid for pid, ppid in parent.items() if ppid in tree} - tree
+        grown = bool(more)
+        tree |= more
+    return tree
+
+
+def _raise_peaks(pids: set[int], peaks: dict[int, int]) -> None:
+    """Raises `peaks[pid]` to the VmHWM (KiB) of each of `pids` still alive."""
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                hwm = next((int(x.split()[1]) for x in f if x.startswith("VmHWM:")), 0)
+        except (OSError, ValueError):
+            continue
+        peaks[pid] = max(peaks.get(pid, 0), hwm)
+
+
+def run_cli(args: Sequence[str], out_dir: Path, timeout: float = 900.0) -> Command:
+    """Runs `python -m node.cli ARGS`, timed, its output in files under `out_dir`, watching
+    the peak RSS of it and its children (VmHWM, polled: a high-water mark, so only a peak in
+    a child's last few milliseconds can be missed); its process group is killed if it
+    outlives `timeout`. (Not `ru_maxrss`: a child's counts the parent's RSS at fork.)"""
+    out, err = out_dir / "command.out", out_dir / "command.err"
+    peaks: dict[int, int] = {}
+    watching = os.path.isdir("/proc")
+    with open(out, "wb") as stdout, open(err, "wb") as stderr, stopwatch() as watch:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "node.cli", *args],
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            pids, polls = {process.pid}, 0
+            while process.poll() is None:
+                if watching:
+                    if polls % 25 == 0:  # new children: every 0.5 s (a scan of /proc: 1 ms)
+                        pids = _tree(process.pid)
+                    _raise_peaks(pids, peaks)
+                    polls += 1
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    own = peaks.pop(process.pid, 0)
+    return Command(
+        watch.seconds,
+        process.returncode,
+        out.read_text(encoding="utf-8"),
+        err.read_text(encoding="utf-8"),
+        own / 1024 if watching else float("nan"),
+        max(peaks.values(), default=0) / 1024 if watching else float("nan"),
+    )
+
+
+def peak_rss_reset() -> None:
+    """Resets this process's peak RSS (VmHWM) to its current RSS (Linux; else a no-op)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB since the last `peak_rss_reset` (NaN where unknown)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def print_table(title: str, header: list[str], rows: list[list[object]]) -> None:

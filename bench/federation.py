@@ -1,8 +1,9 @@
 """Mutual PSI between two real nodes over mTLS on loopback, 50,000 x 50,000, half overlap (issue 6).
 
 Two nodes are created with the real CLI in a throwaway directory, each
-ingesting BENCH_E2E_N (default 50,000) passport numbers — the very elements
-of `bench.psi`, so OpenMined PSI runs on the same sets. The responder,
+ingesting BENCH_E2E_N (default 50,000) passport numbers without their country,
+one `passport_number` element each — the numbers of `bench.psi`'s sets, so
+OpenMined PSI runs on sets of the same sizes and overlap. The responder,
 police-nl, runs as `blindmatch serve` (its own process and process pool, on
 grpc.aio); the initiator, customs-nl, runs the node's asyncio initiator
 `node.rpc.client.match` in this process on the benchmarks' process pool,
@@ -26,21 +27,22 @@ import asyncio
 import csv
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from bench.common import (
     CORES,
+    add_peer,
     cpu_census,
+    init_node,
     print_table,
+    run_cli,
+    served,
     shared_runner,
     stopwatch,
     x25519_floor,
 )
 from bench.psi import _openmined, _sets
-from loadtests.run import serve, stop
 from node.cli.demo import blindmatch, free_port
 from node.rpc.client import match
 from node.sessions.results import MatchResult
@@ -53,10 +55,12 @@ _SUITE = "x25519-blake3"
 
 
 def _write_passports(path: Path, start: int, count: int) -> Path:
+    """Passport numbers without their country: one element each (`passport_number`; with the
+    country, canonical forms v2 add `passport` too, two elements a row)."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["ref", "passport", "passport_country"])
-        writer.writerows([f"P{i}", f"X{i:09d}", "NLD"] for i in range(start, start + count))
+        writer.writerow(["ref", "passport"])
+        writer.writerows([f"P{i}", f"X{i:09d}"] for i in range(start, start + count))
     return path
 
 
@@ -66,18 +70,11 @@ def _federation(root: Path, n: int) -> tuple[Path, Path]:
     address = {"customs-nl": f"127.0.0.1:{free_port()}", "police-nl": f"127.0.0.1:{free_port()}"}
     start = {"customs-nl": 0, "police-nl": n // 2}
     for agency in address:
-        node = str(root / agency)
+        node = init_node(root, agency, address[agency], _SUITE)
         peer = "police-nl" if agency == "customs-nl" else "customs-nl"
-        blindmatch(
-            "init", node, "--agency", agency, "--listen", address[agency],
-            "--ca", str(root / "ca"), "--region", "NL", "--suite", _SUITE,
-        )  # fmt: skip
-        blindmatch(
-            "peer", "add", node, "--agency", peer, "--address", address[peer],
-            "--max-set-size", str(max(n, 1_000_000)), "--sessions-per-hour", "1000000",
-        )  # fmt: skip
+        add_peer(node, peer, address[peer])
         path = _write_passports(root / f"{agency}.csv", start[agency], n)
-        blindmatch("ingest", node, "--list", "passports", str(path))
+        blindmatch("ingest", str(node), "--list", "passports", str(path))
     return root / "customs-nl", root / "police-nl"
 
 
@@ -91,13 +88,14 @@ def _session(node: NodeContext) -> tuple[float, MatchResult]:
 
 def _cli_session(initiator_dir: Path) -> tuple[float, int]:
     """The whole `blindmatch match` command, interpreter start-up and pool included."""
-    command = [
-        sys.executable, "-m", "node.cli", "match", str(initiator_dir), "--peer", "police-nl",
-        "--list", "passports", "--mode", "mutual", "--purpose", "benchmark", "--json",
+    args = [
+        "match", str(initiator_dir), "--peer", "police-nl", "--list", "passports",
+        "--mode", "mutual", "--purpose", "benchmark", "--json",
     ]  # fmt: skip
-    with stopwatch() as watch:
-        proc = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
-    return watch.seconds, int(json.loads(proc.stdout)["match_count"])
+    command = run_cli(args, initiator_dir.parent, timeout=600)
+    if command.returncode != 0:
+        raise SystemExit(f"blindmatch match failed ({command.returncode}): {command.stderr}")
+    return command.seconds, int(json.loads(command.stdout)["match_count"])
 
 
 def main() -> None:
@@ -111,8 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="blindmatch-bench-e2e-") as tmp:
         root = Path(tmp)
         initiator_dir, responder_dir = _federation(root, N)
-        server = serve(responder_dir, workers=1, log_path=root / "serve.log")
-        try:
+        with served([responder_dir], root):
             node = NodeContext.load(initiator_dir, runner)
             before = x25519_floor(runner)
             for run in ("first session", "repeat session"):
@@ -126,8 +123,6 @@ def main() -> None:
             cli = "`blindmatch match` (CLI, start-up included)"
             sessions.append((cli, cli_seconds, cli_found, census.describe()))
             after = x25519_floor(runner)
-        finally:
-            stop(server)
     sampled = before.averaged(after)
     floor = 4 * N * sampled.seconds
     openmined = "OpenMined PSI (P-256, 1 core, in-process)"
