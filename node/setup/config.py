@@ -53,11 +53,11 @@ import os
 import re
 import tempfile
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import tomli_w
@@ -106,6 +106,8 @@ DEFAULT_API_LISTEN = "127.0.0.1:0"
 """The local API on loopback, on a port free when `serve` starts (its log names it)."""
 NOTIFY_RETRY_SECONDS = (2, 1, 600)
 """Default, lowest and highest `notify_retry_seconds`: the first retry of a failed delivery."""
+T = TypeVar("T")
+
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
 
 
@@ -545,58 +547,52 @@ def _peer_from_table(name: str, table: Mapping[str, Any], where: str) -> PeerPol
 
 def _webhooks_from_table(data: Mapping[str, Any], path: str) -> tuple[Webhook, ...]:
     """The `[[notify.webhook]]` tables of node.toml, each checked (ConfigError naming which)."""
-    notify = _get(data, "notify", dict, path, {})
-    _no_unknown(notify, {"webhook"}, f"{path}: [notify]")
-    tables = _get(notify, "webhook", list, f"{path}: [notify]", [])
-    webhooks = []
-    for number, table in enumerate(tables, 1):
-        where = f"{path}: [[notify.webhook]] number {number}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where} must be a table with url and secret")
-        _no_unknown(table, {"url", "secret"}, where)
-        for key, meaning in (
-            ("url", "where new hits are POSTed, e.g. https://cases.customs.example/blindmatch"),
-            ("secret", "the key that signs each delivery; make one with 'openssl rand -hex 32'"),
-        ):
-            if key not in table:
-                raise ConfigError(f"{where}: missing key {key!r} ({meaning})")
-        try:
-            webhooks.append(
-                Webhook(_get(table, "url", str, where), _get(table, "secret", str, where))
-            )
-        except ConfigError as exc:
-            if where in str(exc):
-                raise
-            raise ConfigError(f"{where}: {exc}") from None
-    return tuple(webhooks)
+    fields = (
+        ("url", "where new hits are POSTed, e.g. https://cases.customs.example/blindmatch"),
+        ("secret", "the key that signs each delivery; make one with 'openssl rand -hex 32'"),
+    )
+    return _tables_of_strings(data, path, "notify", "webhook", fields, Webhook)
 
 
 def _screen_targets_from_table(data: Mapping[str, Any], path: str) -> tuple[ScreenTarget, ...]:
     """The `[[screen.target]]` tables of node.toml, each checked (ConfigError naming which)."""
-    screen = _get(data, "screen", dict, path, {})
-    _no_unknown(screen, {"target"}, f"{path}: [screen]")
-    tables = _get(screen, "target", list, f"{path}: [screen]", [])
-    targets = []
+    fields = (
+        ("peer", "the agency id of a configured peer, e.g. police-nl"),
+        ("list", "the name of that peer's list to screen against, e.g. watchlist"),
+    )
+    return _tables_of_strings(data, path, "screen", "target", fields, ScreenTarget)
+
+
+def _tables_of_strings(
+    data: Mapping[str, Any],
+    path: str,
+    section: str,
+    item: str,
+    fields: tuple[tuple[str, str], ...],
+    build: Callable[..., T],
+) -> tuple[T, ...]:
+    """`[[section.item]]` tables whose keys are exactly `fields` (name, meaning), all strings,
+    each built with `build(*values)`; a ConfigError names the table's number and the fix."""
+    outer = _get(data, section, dict, path, {})
+    _no_unknown(outer, {item}, f"{path}: [{section}]")
+    tables = _get(outer, item, list, f"{path}: [{section}]", [])
+    names = [name for name, _ in fields]
+    built = []
     for number, table in enumerate(tables, 1):
-        where = f"{path}: [[screen.target]] number {number}"
+        where = f"{path}: [[{section}.{item}]] number {number}"
         if not isinstance(table, dict):
-            raise ConfigError(f"{where} must be a table with peer and list")
-        _no_unknown(table, {"peer", "list"}, where)
-        for key, meaning in (
-            ("peer", "the agency id of a configured peer, e.g. police-nl"),
-            ("list", "the name of that peer's list to screen against, e.g. watchlist"),
-        ):
+            raise ConfigError(f"{where} must be a table with {' and '.join(names)}")
+        _no_unknown(table, set(names), where)
+        for key, meaning in fields:
             if key not in table:
                 raise ConfigError(f"{where}: missing key {key!r} ({meaning})")
         try:
-            targets.append(
-                ScreenTarget(_get(table, "peer", str, where), _get(table, "list", str, where))
-            )
+            built.append(build(*(_get(table, name, str, where) for name in names)))
         except ConfigError as exc:
             if where in str(exc):
                 raise
             raise ConfigError(f"{where}: {exc}") from None
-    return tuple(targets)
+    return tuple(built)
 
 
 def _no_unknown(table: Mapping[str, Any], known: set[str], where: str) -> None:
