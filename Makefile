@@ -9,7 +9,7 @@ USERS ?= 10
 WORKERS ?= 1
 P95_MS ?= 5000
 
-.PHONY: install demo test bench lint loadtest clean
+.PHONY: install browser demo test bench lint loadtest clean
 
 install: $(VENV)/.installed node/generated/.stamp
 
@@ -32,7 +32,16 @@ node/generated/.stamp: $(PROTOS) $(VENV)/.installed
 demo: install
 	$(BIN)/blindmatch demo
 
-test: install
+# The console's browser tests drive Debian's chromium (Playwright's own download is not
+# needed): installed here when missing, with sudo unless make runs as root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium for the console's browser tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq chromium >/dev/null; }
+
+test: install browser
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -1,13 +1,20 @@
-"""The FastAPI application of one serving process: `/v1`, `/metrics`, `/docs`, `/openapi.json`."""
+"""The FastAPI application of one serving process: `/v1`, `/metrics`, `/console`, `/docs`,
+`/openapi.json`."""
 
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from node.api import metrics
 from node.api.auth import Analyst, known_query
+from node.api.console import CONSOLE_PATH, STATIC_PATH
+from node.api.console import pages as console
+from node.api.docs import install_docs
 from node.api.errors import install_handlers
 from node.api.gate import AccessLog, Gate
 from node.api.models import ErrorResponse
@@ -27,6 +34,8 @@ Every request but this documentation carries a bearer token made with
 an admin may also add, replace and remove records. Every request is recorded in
 the node's audit log with the user's name. Errors are JSON,
 `{"error": {"kind": ..., "message": ...}}`, with the HTTP status that fits.
+
+People use the operator console at `/console` (sign in with the same token).
 """
 
 
@@ -43,7 +52,7 @@ def create_app(node: NodeContext, live: ScreeningService | None = None) -> FastA
         title=f"blindmatch node {node.config.agency}",
         description=DESCRIPTION,
         version=_version(),
-        docs_url="/docs",
+        docs_url=None,  # served by install_docs, from the node rather than a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
         responses={
@@ -57,9 +66,17 @@ def create_app(node: NodeContext, live: ScreeningService | None = None) -> FastA
     )
     app.state.node = node
     app.state.live = live
-    install_handlers(app)
+    install_handlers(app, page=console.error_page)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(known_query)])
+    app.include_router(console.router)
+    static = StaticFiles(directory=Path(console.__file__).parent / "static")
+    app.mount(STATIC_PATH, static, name="console-static")
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse(f"{CONSOLE_PATH}/", status_code=303)
 
     @app.get(
         "/metrics",
@@ -74,6 +91,9 @@ def create_app(node: NodeContext, live: ScreeningService | None = None) -> FastA
         text = await off_loop(metrics.render_blocking, served)
         return Response(text, media_type=metrics.CONTENT_TYPE_LATEST)
 
-    routes = [*(route for router in ROUTERS for route in router.routes), *app.router.routes]
+    routes = [
+        *(route for router in (*ROUTERS, console.router) for route in router.routes),
+        *app.router.routes,
+    ]
     app.add_middleware(Gate, node=node, access=AccessLog(node), routes=routes)
     return app

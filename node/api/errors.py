@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crypto.errors import CryptoError
 from node import errors
+from node.api.console import is_console
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -115,13 +116,13 @@ def error_response(
     return JSONResponse(error_body(kind, message), status_code=status, headers=dict(headers or {}))
 
 
-def node_error_response(exc: errors.NodeError | CryptoError) -> JSONResponse:
-    """The answer for a node or crypto error, by `STATUSES`; `Retry-After` when it says when."""
+def _node_error_parts(exc: errors.NodeError | CryptoError) -> tuple[int, str, str, dict[str, str]]:
+    """The status, kind, message and headers (`Retry-After` when it says when) of an error."""
     headers = {}
     retry = getattr(exc, "retry_after", None)
     if retry is not None:
         headers["Retry-After"] = str(max(1, round(retry)))
-    return error_response(status_of(exc), _kind(exc), str(exc) or type(exc).__name__, headers)
+    return status_of(exc), _kind(exc), str(exc) or type(exc).__name__, headers
 
 
 def field_path(location: Sequence[Any]) -> str:
@@ -158,37 +159,49 @@ def validation_message(problems: Iterable[Mapping[str, Any]], limit: int = 10) -
     return "; ".join(items[:limit]) + more
 
 
-def _validation_response(exc: RequestValidationError) -> JSONResponse:
+def _validation_parts(exc: RequestValidationError) -> tuple[int, str, str]:
     problems = list(exc.errors())
     for problem in problems:
         if problem.get("type") == "json_invalid":
             ctx = problem.get("ctx") or {}
             why = ctx.get("error", "not valid JSON")
-            return error_response(400, "invalid_json", f"the body is not valid JSON: {why}")
-    return error_response(422, "invalid_input", validation_message(problems))
+            return 400, "invalid_json", f"the body is not valid JSON: {why}"
+    return 422, "invalid_input", validation_message(problems)
 
 
-def install_handlers(app: FastAPI) -> None:
-    """Makes every error the app raises answer the JSON error shape with its status."""
+ErrorPage = Callable[[Request, int, str, str, Mapping[str, str]], Response]
+"""Renders an error for a person in a browser: request, status, kind, message, headers."""
+
+
+def install_handlers(app: FastAPI, page: ErrorPage) -> None:
+    """Makes every error the app raises answer the JSON error shape with its status, or in the
+    console (`node.api.console`) the `page` of that error."""
+
+    def answer(
+        request: Request, status: int, kind: str, message: str, headers: Mapping[str, str]
+    ) -> Response:
+        if is_console(request.url.path):
+            return page(request, status, kind, _one_line(message), headers)
+        return error_response(status, kind, message, headers)
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.kind, exc.message, exc.headers)
+    async def _api_error(request: Request, exc: ApiError) -> Response:
+        return answer(request, exc.status, exc.kind, exc.message, exc.headers)
 
     @app.exception_handler(errors.NodeError)
-    async def _node_error(request: Request, exc: errors.NodeError) -> JSONResponse:
-        return node_error_response(exc)
+    async def _node_error(request: Request, exc: errors.NodeError) -> Response:
+        return answer(request, *_node_error_parts(exc))
 
     @app.exception_handler(CryptoError)
-    async def _crypto_error(request: Request, exc: CryptoError) -> JSONResponse:
-        return node_error_response(exc)
+    async def _crypto_error(request: Request, exc: CryptoError) -> Response:
+        return answer(request, *_node_error_parts(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _validation_response(exc)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        return answer(request, *_validation_parts(exc), {})
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         kind = _HTTP_KINDS.get(exc.status_code, "http_error")
         if exc.status_code == 404:
             message = f"no endpoint {request.url.path}; the API's endpoints are listed at /docs"
@@ -196,4 +209,4 @@ def install_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}; see /docs"
         else:
             message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
-        return error_response(exc.status_code, kind, message, exc.headers)
+        return answer(request, exc.status_code, kind, message, exc.headers or {})

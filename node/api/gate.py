@@ -1,10 +1,14 @@
 """What every request passes through: its token, its body's size, the audit log and metrics.
 
 `Gate` is the outermost layer of the app (pure ASGI). For each request but the
-open documentation (`OPEN_PATHS`) it
+open documentation and the console's style sheet and script (`OPEN_PATHS`,
+`OPEN_PREFIXES`) it
 
-1. finds the user by bearer token (`node.data.users`; in a thread), or answers
-   401 with ``WWW-Authenticate: Bearer``, before anything of the request is read;
+1. finds the user (`node.data.users`; in a thread) — under `/v1` and `/metrics`
+   by bearer token, or answers 401 with ``WWW-Authenticate: Bearer``; in the
+   console (`/console`) by its session cookie only, or sends the browser to the
+   sign-in page (303), which alone is served to nobody in particular — before
+   anything of the request is read;
 2. reads the body, at most `MAX_BODY_BYTES` (413 beyond, without reading on),
    and hands it to the app;
 3. when the app starts its answer, appends one ``api.request`` audit entry —
@@ -33,15 +37,16 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Match
 
-from node.api import metrics
+from node.api import console, metrics
+from node.api.docs import DOCS_STATIC_PATH
 from node.api.errors import MAX_BODY_BYTES, ApiError, error_body, status_of
 from node.data import audit, users
-from node.data.users import User
+from node.data.users import MAX_TOKEN_CHARS, User
 from node.errors import NodeError
 from node.sessions.blocking import settled, submit
 from node.setup.context import NodeContext
 
-__all__ = ["OPEN_PATHS", "AccessLog", "Gate"]
+__all__ = ["OPEN_PATHS", "OPEN_PREFIXES", "AccessLog", "Gate"]
 
 log = logging.getLogger("blindmatch.api")
 
@@ -51,9 +56,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json"})
-"""The API's own documentation: no data, so no token and no audit entry."""
-MAX_TOKEN_CHARS = 200
+OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+"""The API's own documentation and the way to the console: no data, so no token and no audit
+entry."""
+OPEN_PREFIXES = (f"{console.STATIC_PATH}/", f"{DOCS_STATIC_PATH}/")
+"""Style sheets, scripts and images of the console and the documentation."""
 MAX_BATCH = 500
 """Most audit entries one group commit writes."""
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="blindmatch"'}
@@ -115,13 +122,15 @@ class Gate:
         return str(getattr(route, "path", None) or "unmatched")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope["path"]
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(self, scope, send)
         try:
             user = await self._user(scope)
-            scope.setdefault("state", {})["user"] = user
+            if user is not None:
+                scope.setdefault("state", {})["user"] = user
             exchange.user = user
             body = await _read_body(scope, receive)
         except ApiError as exc:
@@ -143,8 +152,17 @@ class Gate:
                 "internal error: the node's operator can see it in the node's log",
             )
 
-    async def _user(self, scope: Scope) -> User:
-        """The request's user by its bearer token, or ApiError 401."""
+    async def _user(self, scope: Scope) -> User | None:
+        """The request's user by its bearer token, or ApiError 401; in the console by its
+        cookie, or ApiError 303 to the sign-in page (None on that page itself)."""
+        if console.is_console(scope["path"]):
+            cookie = console.cookie_of(scope)
+            user = await settled(submit(self._signed_in_blocking, cookie)) if cookie else None
+            if user is None and scope["path"] != console.LOGIN_PATH:
+                raise ApiError(
+                    303, "unauthenticated", "sign in first", {"Location": console.LOGIN_PATH}
+                )
+            return user
         header = next((v for k, v in scope["headers"] if k == b"authorization"), None)
         if header is None:
             raise ApiError(
@@ -170,6 +188,9 @@ class Gate:
 
     def _find_blocking(self, token: str) -> User | None:
         return users.find_by_token(self.node.store().conn, token)
+
+    def _signed_in_blocking(self, cookie: str) -> User | None:
+        return users.find_by_login(self.node.store().conn, cookie, self.node.now())
 
 
 class _Exchange:
@@ -225,9 +246,10 @@ class _Exchange:
         seconds = time.perf_counter() - self.begun
         metrics.request_done(self.scope["method"], route, status, seconds)
         state = self.scope.get("state") or {}
+        user = self.user or state.get("user")  # or the one the console's sign-in page found
         fields: dict[str, Any] = {
-            "operator": self.user.name if self.user else None,
-            "role": self.user.role if self.user else None,
+            "operator": user.name if user else None,
+            "role": user.role if user else None,
             "method": self.scope["method"],
             "route": route,
             "status": status,

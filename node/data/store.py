@@ -20,6 +20,7 @@ Tables::
     outbox    one row per (new hit, webhook URL) until delivered, cascading from hits
               (node.data.outbox; docs/NOTIFICATIONS.md)
     users     the local API's users: name, role, SHA-256 of the bearer token (node.data.users)
+              and `console_logins`, the console's sign-ins (SHA-256 of the cookie, expiry)
     audit     append-only, hash-chained and signed log (written by node.audit)
 
 Writes go through `transaction()` (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
@@ -273,6 +274,17 @@ _MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL,
         created_by TEXT NOT NULL
     );
+    """,
+    # The operator console's sign-ins (node.data.users): the SHA-256 of a session cookie, whose
+    # user it is and until when; gone with the user.
+    """
+    CREATE TABLE console_logins (
+        cookie_hash BLOB PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX console_logins_user ON console_logins(user_id);
     """,
 ]
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -622,7 +634,8 @@ class Store:
         if since is not None:
             query += " AND started_at >= ?"
             args.append(since)
-        cursor = self.conn.execute(query + " ORDER BY started_at, id", args)
+        # Times are to the second: rowid (insertion order) orders the sessions of one second.
+        cursor = self.conn.execute(query + " ORDER BY started_at, rowid", args)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -640,7 +653,8 @@ class Store:
         if status is not None:
             query += " AND status = ?"
             args.append(status)
-        cursor = self.conn.execute(query + " ORDER BY started_at DESC, id LIMIT ?", [*args, limit])
+        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
+        cursor = self.conn.execute(query, [*args, limit])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -725,13 +739,17 @@ class Store:
         since: dt.datetime | None = None,
         peer: str | None = None,
         list_name: str | None = None,
+        limit: int | None = None,
+        with_acknowledgement: bool = False,
     ) -> list[dict[str, Any]]:
         """Returns hits as `hits --json` prints them (DESIGN §6), new first, then latest seen first.
 
         Each filter given narrows them: status new, last seen at or after `since`,
-        found with `peer`, of our list `list_name`.
+        found with `peer`, of our list `list_name`. At most `limit` of them; with
+        `with_acknowledgement`, also who acknowledged each, when, and the note.
         """
-        conditions, args = ["1 = 1"], []
+        conditions: list[str] = ["1 = 1"]
+        args: list[object] = []
         if new_only:
             conditions.append("status = 'new'")
         if since is not None:
@@ -743,11 +761,17 @@ class Store:
         if list_name is not None:
             conditions.append("list = ?")
             args.append(list_name)
-        cursor = self.conn.execute(
-            f"SELECT {self._HIT_COLUMNS} FROM hits WHERE {' AND '.join(conditions)} "
-            "ORDER BY status != 'new', last_seen DESC, id",
-            args,
+        columns = self._HIT_COLUMNS
+        if with_acknowledgement:
+            columns += ", acknowledged_by, acknowledged_at, note"
+        query = (
+            f"SELECT {columns} FROM hits WHERE {' AND '.join(conditions)} "
+            "ORDER BY status != 'new', last_seen DESC, id"
         )
+        if limit is not None:
+            query += " LIMIT ?"
+            args.append(limit)
+        cursor = self.conn.execute(query, args)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -761,6 +785,26 @@ class Store:
         row = cursor.fetchone()
         names = [d[0] for d in cursor.description]
         return None if row is None else dict(zip(names, row, strict=True))
+
+    def activity(self, since_day: str) -> dict[str, dict[str, int]]:
+        """Per UTC day from `since_day` (YYYY-MM-DD): sessions completed and failed, and hits
+        first seen; days without any are left out."""
+        days: dict[str, dict[str, int]] = {}
+        sessions = self.conn.execute(
+            "SELECT substr(started_at, 1, 10) AS day, status, count(*) FROM sessions "
+            "WHERE started_at >= ? AND status IN ('completed', 'failed') GROUP BY day, status",
+            (since_day,),
+        )
+        for day, status, count in sessions:
+            days.setdefault(day, {"completed": 0, "failed": 0, "hits": 0})[status] = count
+        hits = self.conn.execute(
+            "SELECT substr(first_seen, 1, 10) AS day, count(*) FROM hits "
+            "WHERE first_seen >= ? GROUP BY day",
+            (since_day,),
+        )
+        for day, count in hits:
+            days.setdefault(day, {"completed": 0, "failed": 0, "hits": 0})["hits"] = count
+        return days
 
     def new_hit_count(self) -> int:
         """The number of hits not yet acknowledged."""

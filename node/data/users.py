@@ -9,6 +9,11 @@ chosen by a person, so there is nothing to guess from its hash, and a hash that
 is fast to compute lets every request find its user through the unique index
 on `token_hash` instead of trying each user in turn.
 
+The operator console signs a user in with the same token and then carries a
+session cookie instead (`open_login`): 256 random bits, stored as its SHA-256
+like a token, valid for `LOGIN_HOURS` or until signed out, and gone with the
+user.
+
 Functions that take a `conn` run inside the caller's transaction (or on their
 own in autocommit); the caller audits the change in the same transaction. All
 of them block on SQLite.
@@ -16,6 +21,7 @@ of them block on SQLite.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
 import sqlite3
@@ -26,16 +32,21 @@ from node.errors import ConfigError, Conflict, NotFound
 
 __all__ = [
     "MAX_NAME_CHARS",
+    "MAX_TOKEN_CHARS",
     "ROLES",
     "TOKEN_PREFIX",
     "User",
     "add_user",
     "check_name",
+    "LOGIN_HOURS",
     "check_role",
+    "close_login",
+    "find_by_login",
     "find_by_token",
     "hash_token",
     "list_users",
     "new_token",
+    "open_login",
     "remove_user",
 ]
 
@@ -44,6 +55,11 @@ ROLES = ("analyst", "admin")
 MAX_NAME_CHARS = 100
 TOKEN_PREFIX = "bm_"
 _TOKEN_BYTES = 32
+MAX_TOKEN_CHARS = 200
+"""Longer than any token `new_token` makes; anything longer is refused unread."""
+LOGIN_HOURS = 12
+"""How long a console sign-in lasts: about a duty shift."""
+_USER_COLUMNS = "u.name, u.role, u.created_at, u.created_by"
 
 
 @dataclass(frozen=True)
@@ -139,7 +155,48 @@ def list_users(conn: sqlite3.Connection) -> list[User]:
 def find_by_token(conn: sqlite3.Connection, token: str) -> User | None:
     """The user whose token this is, or None (unknown, malformed or removed)."""
     row = conn.execute(
-        "SELECT name, role, created_at, created_by FROM users WHERE token_hash = ?",
-        (hash_token(token),),
+        f"SELECT {_USER_COLUMNS} FROM users u WHERE token_hash = ?", (hash_token(token),)
     ).fetchone()
     return None if row is None else User(*row)
+
+
+def open_login(conn: sqlite3.Connection, token: str, now: dt.datetime) -> tuple[User, str] | None:
+    """Signs in the user of `token` for `LOGIN_HOURS`: the user and a new session cookie, or
+    None for a token that is not valid. Expired sign-ins are cleared on the way."""
+    user = find_by_token(conn, token)
+    if user is None:
+        return None
+    cookie = new_token()
+    conn.execute("DELETE FROM console_logins WHERE expires_at <= ?", (_at(now),))
+    conn.execute(
+        "INSERT INTO console_logins (cookie_hash, user_id, created_at, expires_at) "
+        "SELECT ?, id, ?, ? FROM users WHERE name = ?",
+        (
+            hash_token(cookie),
+            _at(now),
+            _at(now + dt.timedelta(hours=LOGIN_HOURS)),
+            user.name,
+        ),
+    )
+    return user, cookie
+
+
+def find_by_login(conn: sqlite3.Connection, cookie: str, now: dt.datetime) -> User | None:
+    """The user signed in with this session cookie, or None (unknown, expired, signed out, or
+    its user removed)."""
+    row = conn.execute(
+        f"SELECT {_USER_COLUMNS} FROM console_logins c JOIN users u ON u.id = c.user_id "
+        "WHERE c.cookie_hash = ? AND c.expires_at > ?",
+        (hash_token(cookie), _at(now)),
+    ).fetchone()
+    return None if row is None else User(*row)
+
+
+def close_login(conn: sqlite3.Connection, cookie: str) -> None:
+    """Signs the session cookie out (nothing happens for an unknown one)."""
+    conn.execute("DELETE FROM console_logins WHERE cookie_hash = ?", (hash_token(cookie),))
+
+
+def _at(moment: dt.datetime) -> str:
+    """A time as the table keeps it: UTC, to the second, so text order is time order."""
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")

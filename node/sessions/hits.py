@@ -46,9 +46,15 @@ class HitFilters:
 
 
 def view_hits(
-    store: Store, signing_key: Ed25519PrivateKey, operator: str, filters: HitFilters
+    store: Store,
+    signing_key: Ed25519PrivateKey,
+    operator: str,
+    filters: HitFilters,
+    limit: int | None = None,
+    with_acknowledgement: bool = False,
 ) -> list[dict[str, Any]]:
-    """The hits as `hits --json` prints them, once their consultation is audited (`hits.viewed`)."""
+    """The hits as `hits --json` prints them (at most `limit`; with who acknowledged each if
+    asked), once their consultation is audited (`hits.viewed`)."""
     # Read before the write lock is taken (sessions record meanwhile); returned only once
     # the consultation is audited.
     hits = store.hits(
@@ -56,6 +62,8 @@ def view_hits(
         since=filters.since,
         peer=filters.peer,
         list_name=filters.list_name,
+        limit=limit,
+        with_acknowledgement=with_acknowledgement,
     )
     with store.transaction() as conn:
         fields = {"operator": operator, **filters.to_audit(), "count": len(hits)}

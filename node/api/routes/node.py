@@ -9,17 +9,15 @@ from fastapi import APIRouter, Query, Request
 from node.api.auth import Analyst
 from node.api.errors import ApiError
 from node.api.models import AuditVerification, PeerReport, SessionRow
+from node.api.reads import peers_with_health, verify_audit_blocking
 from node.api.routes.common import AGENCY, node_of, off_loop
 from node.data import audit
-from node.data.store import Store
 from node.errors import AuditError
-from node.rpc.node_status import node_status, peer_reports
+from node.rpc.node_status import node_status
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["node"])
-PEER_CHECK_SECONDS = 3.0
-"""How long a peer's health check may take before it counts as unreachable."""
 MAX_SESSIONS = 1_000
 
 
@@ -27,22 +25,7 @@ MAX_SESSIONS = 1_000
 async def peers(request: Request, who: Analyst) -> list[dict[str, Any]]:
     """Each peer's policy as `blindmatch peer list --json` prints it, and whether it answers a
     health check over mTLS now (within a few seconds), with the certificate it presents."""
-    node = node_of(request)
-    config = node.config
-    health = {
-        report["agency"]: report
-        for report in await peer_reports(config, node.now(), timeout=PEER_CHECK_SECONDS)
-    }
-    return [
-        {
-            **policy.to_json(),
-            "reachable": health[agency]["reachable"],
-            "error": health[agency]["error"],
-            "certificate": health[agency]["certificate"],
-        }
-        for agency, policy in sorted(config.peers.items())
-        if agency in health
-    ]
+    return await peers_with_health(node_of(request))
 
 
 @router.get("/sessions", response_model=list[SessionRow], summary="Recent sessions")
@@ -84,20 +67,7 @@ async def verify_audit(
         expected = audit.Head.parse(head) if head is not None else None
     except AuditError as exc:
         raise ApiError(422, "invalid_input", f"query.head: {exc}") from None
-
-    def check() -> audit.VerifyResult:
-        key = audit.load_public_key(node.config.node_dir / "audit.pub")
-        with Store.open(node.config.store_path) as store:
-            return audit.verify(store.conn, key, expected_head=expected)
-
-    result = await off_loop(check)
-    return {
-        "ok": result.ok,
-        "entries": result.entries,
-        "head": str(result.head),
-        "failed_seq": result.failed_seq,
-        "reason": result.reason,
-    }
+    return await off_loop(verify_audit_blocking, node, expected)
 
 
 @router.get("/status", summary="The node's status, as 'blindmatch status --json'")
