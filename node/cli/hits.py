@@ -13,7 +13,7 @@ from typing import Any
 from node.cli.common import PROG, Subparsers, operator_name, parse_since, print_json
 from node.cli.tables import format_table
 from node.data import audit
-from node.data.store import Store, check_list_name
+from node.data.store import LIVE_LIST, Store, check_hits_list
 from node.sessions.hits import HitFilters, acknowledge_hit, view_hits
 from node.setup.config import NodeConfig, check_agency
 
@@ -41,7 +41,12 @@ def add_hits(subparsers: Subparsers) -> None:
         "--since", metavar="ISO", help="only hits last seen at or after this time (UTC by default)"
     )
     p.add_argument("--peer", metavar="ID", help="only hits found with this peer agency")
-    p.add_argument("--list", metavar="NAME", dest="list_name", help="only hits of this local list")
+    p.add_argument(
+        "--list",
+        metavar="NAME",
+        dest="list_name",
+        help=f"only hits of this local list ('{LIVE_LIST}': of real-time screening)",
+    )
     p.add_argument("--operator", help="who consults the hits (default: the OS user)")
     p.add_argument("--json", action="store_true", help="print the hits as JSON")
     p.set_defaults(func=_cmd_hits)
@@ -87,7 +92,7 @@ def _hit_id(text: str) -> int:
 def _cmd_hits(args: argparse.Namespace) -> int:
     since = parse_since(args.since)
     peer = check_agency(args.peer, "--peer") if args.peer is not None else None
-    list_name = check_list_name(args.list_name) if args.list_name is not None else None
+    list_name = check_hits_list(args.list_name) if args.list_name is not None else None
     filters = HitFilters(new_only=args.new, since=since, peer=peer, list_name=list_name)
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)
@@ -118,7 +123,7 @@ def _unknown_filters(config: NodeConfig, store: Store, peer: str | None, name: s
     hints = []
     if peer is not None and peer not in config.peers:
         hints.append(f"no peer {peer!r} in node.toml (peers: {', '.join(config.peers) or 'none'})")
-    if name is not None and name not in {i.name for i in store.lists()}:
+    if name is not None and name != LIVE_LIST and name not in {i.name for i in store.lists()}:
         names = ", ".join(i.name for i in store.lists()) or "none"
         hints.append(f"no list {name!r} on this node (lists: {names})")
     return f"; {'; '.join(hints)}" if hints else ""

@@ -50,6 +50,8 @@ __all__ = [
     "IN_WINDOW",
     "KINDS",
     "LIST_NAME",
+    "LIVE_LIST",
+    "check_hits_list",
     "check_list_name",
     "SCHEMA_VERSION",
     "ListInfo",
@@ -61,6 +63,9 @@ __all__ = [
 KINDS = ("watchlist", "operations", "seizures")
 STORE_FILE = "store.sqlite"
 LIST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+LIVE_LIST = "(live)"
+"""What sessions and hits of real-time screening name as our list: no list may be named so,
+so no ingest, erasure or retention of a list ever touches them."""
 """A list name: 1-100 letters, digits, dots, dashes and underscores, starting alphanumeric."""
 _POINT_COLUMNS = {"ristretto255-sha512": "point_ristretto", "x25519-blake3": "point_x25519"}
 
@@ -294,6 +299,11 @@ IN_WINDOW = (
     "(r.valid_from IS NULL OR r.valid_from <= ?) AND (r.valid_until IS NULL OR r.valid_until > ?)"
 )
 """SQL: record `r` is inside its validity window at the two `?` (both `now`, ISO UTC text)."""
+
+
+def check_hits_list(name: str, where: str = "--list") -> str:
+    """Returns `name` if hits can be of it (a list, or `LIVE_LIST`), else raises InvalidInput."""
+    return name if name == LIVE_LIST else check_list_name(name, where)
 
 
 def check_list_name(name: str, where: str = "--list") -> str:

@@ -68,7 +68,7 @@ from crypto.groups import get_suite
 from node.data import screening as tables
 from node.data.identifiers import CanonContext, identifier_elements
 from node.data.screening import CachedSet
-from node.data.store import check_list_name
+from node.data.store import LIVE_LIST, check_list_name
 from node.errors import (
     ConfigError,
     Interrupted,
@@ -131,9 +131,6 @@ FETCH_SECONDS = 600.0
 REVOCATION_CHECK_SECONDS = 60.0
 """How often a peer's certificate is checked against the installed CRL (a TLS probe)."""
 PROBE_SECONDS = 5.0
-LIVE_LIST = "(live)"
-"""What sessions and hits of real-time screening name as our list: no list may be named so,
-so no ingest, erasure or retention of a list ever touches them."""
 PREFETCH_PURPOSE = "real-time screening: encoded list fetched when the node started"
 """The purpose a partner's audit gives the fetches `start` makes."""
 

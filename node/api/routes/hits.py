@@ -33,7 +33,11 @@ async def list_hits(
     ] = None,
     list_name: Annotated[
         str | None,
-        Query(alias="list", pattern=f"^{LIST_NAME.pattern}$", description="only hits of this list"),
+        Query(
+            alias="list",
+            pattern=rf"^({LIST_NAME.pattern}|\(live\))$",
+            description="only hits of this list ('(live)': of real-time screening)",
+        ),
     ] = None,
 ) -> list[dict[str, Any]]:
     """Hits as `blindmatch hits --json` lists them; the consultation is audited (`hits.viewed`)."""

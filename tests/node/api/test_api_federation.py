@@ -459,6 +459,15 @@ def test_screening_answers_hits_with_labels_and_a_down_partner_as_its_error(
     audited = json.dumps(api_entries(world.customs) + api_entries(world.customs, "screen.query"))
     assert "NL91" not in audited and "booking 7" not in audited and "TULIP" not in audited
 
+    # The hits of real-time screening are listed under the list name "(live)", both ways.
+    live = world.analyst.get("/v1/hits", params={"list": "(live)"})
+    assert live.status_code == 200, live.text
+    assert {(h["type"], h["peer_label"]) for h in live.json()} == {
+        ("iban", "police op TULIP"),
+        ("phone", "police op TULIP"),
+    }
+    assert world.fed.hits("customs-nl", "--list", "(live)") == live.json()
+
 
 def test_sessions_status_and_audit_verification(world: World) -> None:
     api = world.analyst
