@@ -16,7 +16,9 @@ screening service is closed. uvicorn never installs signal handlers of its own:
 
 With `api_tls = true` the API is served over HTTPS with the node's own key and
 certificate (issued by the federation CA: clients check it against `ca.crt`),
-read when `serve` starts.
+read when `serve` starts and again whenever `cert install` renews them
+(`_follow_certificate`), so new connections get the new one without a restart,
+as gRPC's do.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ __all__ = ["api_job", "bind"]
 log = logging.getLogger("blindmatch.api")
 BACKLOG = 1024
 STARTED_POLL = 0.01
+CERTIFICATE_POLL_SECONDS = 2.0
+"""How often the API checks whether `cert install` renewed the node's certificate."""
 
 
 def bind(config: NodeConfig) -> socket.socket | None:
@@ -91,6 +95,34 @@ def _tls_context(config: NodeConfig) -> ssl.SSLContext:
     return context
 
 
+def _pair_stamp(config: NodeConfig) -> tuple[float, ...]:
+    """When the node's certificate and key last changed (0 for a file missing just now)."""
+    return tuple(
+        path.stat().st_mtime if path.exists() else 0.0 for path in (config.tls_cert, config.tls_key)
+    )
+
+
+async def _follow_certificate(context: ssl.SSLContext, config: NodeConfig) -> None:
+    """Loads a renewed certificate and key into the API's TLS context once both are in place."""
+    loaded = await asyncio.to_thread(_pair_stamp, config)
+    reported: tuple[float, ...] | None = None
+    while True:
+        await asyncio.sleep(CERTIFICATE_POLL_SECONDS)
+        stamp = await asyncio.to_thread(_pair_stamp, config)
+        if stamp == loaded:
+            continue
+        try:  # checked on a scratch context first: a half-installed pair never reaches clients
+            await asyncio.to_thread(_tls_context, config)
+            await asyncio.to_thread(context.load_cert_chain, config.tls_cert, config.tls_key)
+        except (ConfigError, OSError, ssl.SSLError) as exc:
+            if stamp != reported:
+                log.warning("the API keeps its certificate for now: %s", exc)
+                reported = stamp
+            continue
+        loaded = stamp
+        log.info("the API's certificate was reloaded from %s", config.tls_cert)
+
+
 def api_job(sock: socket.socket) -> Callable[[NodeContext], Coroutine[Any, Any, None]]:
     """The job that serves the API on `sock` in a serving process."""
 
@@ -130,8 +162,10 @@ async def _run_uvicorn(
     )
     server_config.load()
     tls = config.api_tls
+    following = None
     if tls:
         server_config.ssl = _tls_context(config)
+        following = asyncio.create_task(_follow_certificate(server_config.ssl, config))
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     server = _Server(server_config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
@@ -150,3 +184,6 @@ async def _run_uvicorn(
         server.should_exit = True
         await asyncio.wait([serving])
         raise
+    finally:
+        if following is not None:
+            following.cancel()

@@ -1,6 +1,7 @@
 """How `serve` runs the API (issue 14): `--workers 2` share one API port (their metrics
-summed), HTTPS with the node's certificate when `api_tls` is set, SIGTERM stops every
-process and frees the port, and `api_listen = ""` turns the API off."""
+summed), HTTPS with the node's certificate when `api_tls` is set (a renewed one served
+without a restart), SIGTERM stops every process and frees the port, and `api_listen = ""`
+turns the API off."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import ssl
 
 import httpx
 import pytest
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.setup import pki
+from tests.conftest import wait_until
 from tests.federation import port_is_free
 from tests.node.api.api_client import Api, add_user, api_address
 from tests.node.rpc.peer_wire import federation
@@ -49,6 +53,40 @@ def test_workers_share_one_https_port_and_stop_cleanly() -> None:
         assert fed.stop("customs-nl") == 0
         assert port_is_free(base.removeprefix("https://"))
         assert not [p for p in (node / "metrics").iterdir()]  # this serve's metrics removed
+
+
+def served_serial(base: str, ca_file: str) -> int:
+    """The serial of the certificate the API at `base` presents to a new connection."""
+    host, port = base.removeprefix("https://").rsplit(":", 1)
+    tls = ssl.create_default_context(cafile=ca_file)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        tls.wrap_socket(raw, server_hostname=host) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_renewed_certificate_is_served_by_the_api_without_a_restart() -> None:
+    with federation("api-renewal") as fed:
+        node = fed.add_node("customs-nl")
+        fed.configure("customs-nl", api_tls=True)
+        pid = fed.start("customs-nl").pid
+        base = api_address(fed, "customs-nl")
+        ca_file = str(node / "tls" / "ca.crt")
+        old = served_serial(base, ca_file)
+        assert old == pki.certificate_info(node / "tls" / "node.crt").serial
+
+        request, certificate = fed.root / "renewal.csr", fed.root / "renewal.crt"
+        listen = fed.addresses["customs-nl"]
+        fed.cli("init", node, "--agency", "customs-nl", "--listen", listen, "--csr-out", request)
+        fed.cli("ca", "sign", fed.root / "ca", request, "--out", certificate)
+        fed.cli("cert", "install", node, certificate, "--ca-cert", fed.root / "ca" / "ca.crt")
+        new = pki.certificate_info(node / "tls" / "node.crt").serial
+        assert new != old
+        assert wait_until(lambda: served_serial(base, ca_file) == new, 30.0, interval=0.2)
+        assert fed.servers["customs-nl"].pid == pid and fed.servers["customs-nl"].poll() is None
 
 
 def test_api_listen_empty_turns_the_api_off() -> None:
