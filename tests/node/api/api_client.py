@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,19 @@ import httpx
 from tests.conftest import wait_until
 from tests.federation import Federation
 
-__all__ = ["Api", "add_user", "api_address", "api_entries"]
+__all__ = ["Api", "ConsoleWorld", "add_user", "api_address", "api_entries"]
 
 _API_LINE = re.compile(r"(\S+) api on (https?://\S+) \(pid (\d+)\)")
 TIMEOUT = 30.0
+
+
+@dataclass
+class ConsoleWorld:
+    """A served federation whose node's console is at `base`, with one user's `token`."""
+
+    fed: Federation
+    base: str
+    token: str
 
 
 def api_address(fed: Federation, agency: str, servers: int = 1) -> str:

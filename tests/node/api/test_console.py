@@ -11,13 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from tests.federation import Federation
-from tests.node.api.api_client import add_user, api_address, api_entries
+from tests.node.api.api_client import ConsoleWorld, add_user, api_address, api_entries
 from tests.node.rpc.peer_wire import federation
 
 CUSTOMS = """ref,iban,phone,label
@@ -32,15 +30,8 @@ ANALYST = "Ana Lyst"
 _CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
-@dataclass
-class World:
-    fed: Federation
-    base: str
-    token: str
-
-
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world() -> Iterator[ConsoleWorld]:
     with federation("console") as fed:
         fed.add_node("customs-nl")
         fed.add_node("police-nl")
@@ -52,16 +43,16 @@ def world() -> Iterator[World]:
         fed.start("customs-nl")
         fed.start("police-nl")
         assert fed.match("customs-nl", "police-nl", "seizures", "targets")["match_count"] == 2
-        yield World(fed, api_address(fed, "customs-nl"), token)
+        yield ConsoleWorld(fed, api_address(fed, "customs-nl"), token)
 
 
-def browser(world: World) -> httpx.Client:
+def browser(world: ConsoleWorld) -> httpx.Client:
     """A client that keeps cookies, as a browser does, and does not follow redirects."""
     return httpx.Client(base_url=world.base, timeout=30.0, follow_redirects=False)
 
 
 @contextmanager
-def signed_in(world: World, token: str | None = None) -> Iterator[httpx.Client]:
+def signed_in(world: ConsoleWorld, token: str | None = None) -> Iterator[httpx.Client]:
     """A browser signed in as the analyst (or the user of `token`)."""
     with browser(world) as client:
         answer = client.post("/console/login", data={"token": token or world.token})
@@ -76,7 +67,7 @@ def csrf_of(page: httpx.Response) -> str:
 
 
 def test_signing_in_sets_a_strict_http_only_cookie_and_only_the_cookie_opens_the_console(
-    world: World,
+    world: ConsoleWorld,
 ) -> None:
     with browser(world) as client:
         assert client.get("/").headers["location"] == "/console/"
@@ -112,7 +103,7 @@ def test_signing_in_sets_a_strict_http_only_cookie_and_only_the_cookie_opens_the
 
 
 def test_the_inbox_shows_new_hits_escaped_and_acknowledging_needs_the_form_token(
-    world: World,
+    world: ConsoleWorld,
 ) -> None:
     with signed_in(world) as client:
         inbox = client.get("/console/", params={"show": "new"})
@@ -159,7 +150,7 @@ def test_the_inbox_shows_new_hits_escaped_and_acknowledging_needs_the_form_token
     ]
 
 
-def test_every_page_renders_and_is_audited_with_the_users_name(world: World) -> None:
+def test_every_page_renders_and_is_audited_with_the_users_name(world: ConsoleWorld) -> None:
     with signed_in(world) as client:
         peers = client.get("/console/peers")
         assert peers.status_code == 200
@@ -182,7 +173,7 @@ def test_every_page_renders_and_is_audited_with_the_users_name(world: World) -> 
         assert (page, ANALYST) in routes
 
 
-def test_signing_out_or_removing_the_user_ends_the_session(world: World) -> None:
+def test_signing_out_or_removing_the_user_ends_the_session(world: ConsoleWorld) -> None:
     with signed_in(world) as client:
         token = csrf_of(client.get("/console/"))
         stale_cookie = client.cookies["blindmatch_console"]
@@ -199,7 +190,7 @@ def test_signing_out_or_removing_the_user_ends_the_session(world: World) -> None
         assert client.get("/console/lists").status_code == 303
 
 
-def test_the_api_documentation_is_served_by_the_node_itself(world: World) -> None:
+def test_the_api_documentation_is_served_by_the_node_itself(world: ConsoleWorld) -> None:
     with browser(world) as client:
         docs = client.get("/docs")
         assert docs.status_code == 200 and "/docs/static/swagger-ui-bundle.js" in docs.text

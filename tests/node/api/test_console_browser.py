@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.federation import Federation
-from tests.node.api.api_client import add_user, api_address
+from tests.node.api.api_client import ConsoleWorld, add_user, api_address
 from tests.node.rpc.peer_wire import federation
 
 OUTPUT = Path(__file__).resolve().parents[3] / "test-output"
@@ -47,15 +45,8 @@ def chromium() -> str:
     return found
 
 
-@dataclass
-class World:
-    fed: Federation
-    base: str
-    token: str
-
-
 @pytest.fixture(scope="module")
-def world() -> Iterator[World]:
+def world() -> Iterator[ConsoleWorld]:
     with federation("browser") as fed:
         for agency in ("customs-nl", "police-nl", "border-guard-be"):
             fed.add_node(agency)
@@ -68,11 +59,11 @@ def world() -> Iterator[World]:
         for agency in ("customs-nl", "police-nl", "border-guard-be"):
             fed.start(agency)
         fed.stop("border-guard-be")  # a partner that was up and went away
-        yield World(fed, api_address(fed, "customs-nl"), token)
+        yield ConsoleWorld(fed, api_address(fed, "customs-nl"), token)
 
 
 @pytest.fixture(scope="module")
-def browser(world: World) -> Iterator[Any]:
+def browser(world: ConsoleWorld) -> Iterator[Any]:
     executable = chromium()
     try:
         from playwright.sync_api import sync_playwright
@@ -86,7 +77,7 @@ def browser(world: World) -> Iterator[Any]:
             launched.close()
 
 
-def sign_in(page: Any, world: World) -> None:
+def sign_in(page: Any, world: ConsoleWorld) -> None:
     page.goto(f"{world.base}/console/")
     assert page.url.endswith("/console/login")  # sent to sign in first
     page.fill("#token", world.token)
@@ -103,7 +94,9 @@ def hit_rows(page: Any) -> list[tuple[str, str]]:
     ]
 
 
-def test_an_officer_acknowledges_a_new_hit_without_javascript(world: World, browser: Any) -> None:
+def test_an_officer_acknowledges_a_new_hit_without_javascript(
+    world: ConsoleWorld, browser: Any
+) -> None:
     viewport = {"width": 1366, "height": 768}
     context = browser.new_context(java_script_enabled=False, viewport=viewport)
     context.set_default_timeout(TIMEOUT_MS)
@@ -143,7 +136,7 @@ def test_an_officer_acknowledges_a_new_hit_without_javascript(world: World, brow
 
 
 def test_the_console_shows_peers_health_and_the_inbox_with_javascript(
-    world: World, browser: Any
+    world: ConsoleWorld, browser: Any
 ) -> None:
     context = browser.new_context(viewport={"width": 1366, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
