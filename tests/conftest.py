@@ -5,16 +5,20 @@ and the processes a test starts (found in /proc, waited for with deadlines).
 starts, through an environment variable they all inherit, and fails the run if
 any of them is still running at its end: a `serve`, a pool worker or a
 forkserver that outlived its test. Processes of other test runs on the same
-machine do not carry this run's mark.
+machine do not carry this run's mark. The run's processes also share a
+bytecode cache (`bytecode_cache`) and a temp directory (`temp_files_of_the_run`),
+both removed at its end.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
@@ -156,7 +160,41 @@ def _left_behind(token: str) -> dict[int, int]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def no_process_left_behind() -> Iterator[None]:
+def bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Lets the processes of the run share compiled modules, kept in a directory of its own.
+
+    Where the environment turns bytecode caching off (PYTHONDONTWRITEBYTECODE, so
+    that no `__pycache__` lands in the source tree), every `blindmatch` the tests
+    start would compile the project's modules again: tens of milliseconds a call,
+    thousands of calls. The run's processes cache them under its temp directory
+    instead (PYTHONPYCACHEPREFIX), removed at its end; the source tree stays clean.
+    """
+    if not os.environ.get("PYTHONDONTWRITEBYTECODE") or "PYTHONPYCACHEPREFIX" in os.environ:
+        yield
+        return
+    cache = tmp_path_factory.mktemp("pycache")
+    os.environ["PYTHONPYCACHEPREFIX"] = str(cache)
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    yield
+    shutil.rmtree(cache, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_files_of_the_run() -> Iterator[None]:
+    """Gives the run's processes a temp directory of their own (TMPDIR), removed at its end.
+
+    Every process that imports rbcl (crypto.groups: nearly every `blindmatch` call
+    and pool worker) writes a 2.7 MB copy of libsodium to the temp directory and
+    never removes it; thousands of calls would leave gigabytes in /tmp.
+    """
+    temp = tempfile.mkdtemp(prefix="blindmatch-tests-")  # short: AF_UNIX paths go in it
+    os.environ["TMPDIR"] = temp
+    yield
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(bytecode_cache: None, temp_files_of_the_run: None) -> Iterator[None]:
     """Fails the test run if a process it started is still running at its end (STYLE 14)."""
     token = secrets.token_hex(8)
     os.environ[RUN_MARK] = token

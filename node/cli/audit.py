@@ -12,7 +12,6 @@ from node.cli.common import (
     operator_name,
     parse_since,
 )
-from node.data import audit
 from node.data.store import Store
 from node.errors import NodeError
 from node.setup.config import (
@@ -45,6 +44,8 @@ def add_audit(subparsers: Subparsers) -> None:
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from node.data import audit
+
     config = NodeConfig.load(args.node_dir)
     public_key = audit.load_public_key(config.node_dir / "audit.pub")
     expected = audit.Head.parse(args.head) if args.head else None
@@ -57,6 +58,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_export(args: argparse.Namespace) -> int:
+    from node.data import audit
+
     config = NodeConfig.load(args.node_dir)
     since = parse_since(args.since)
     key = audit.load_signing_key(config.audit_key)

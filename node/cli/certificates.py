@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.cli.common import Subparsers, operator_name
-from node.data import audit
 from node.data.store import Store
 from node.errors import ConfigError, NotFound
-from node.setup import pki
 from node.setup.config import NodeConfig
+
+if TYPE_CHECKING:
+    from node.setup import pki
 
 __all__ = ["add_cert", "add_crl", "install_certificate"]
 
@@ -34,6 +36,9 @@ def install_certificate(
     names: tuple[str, str] = ("the certificate", "the CA certificate"),
 ) -> pki.CertificateInfo:
     """Checks and installs the node's certificate with a `cert.installed` audit entry, at once."""
+    from node.data import audit
+    from node.setup import pki
+
     info = pki.check_certificate(
         config.node_dir, config.agency, certificate, ca_certificate, names=names
     )
@@ -74,6 +79,8 @@ def add_cert(subparsers: Subparsers) -> None:
 
 
 def _cmd_cert_install(args: argparse.Namespace) -> int:
+    from node.setup import pki
+
     config = NodeConfig.load(args.node_dir)
     certificate = read_file(args.cert_file, "certificate")
     ca_certificate = read_file(args.ca_cert, "CA certificate")
@@ -104,6 +111,9 @@ def add_crl(subparsers: Subparsers) -> None:
 
 
 def _cmd_crl_install(args: argparse.Namespace) -> int:
+    from node.data import audit
+    from node.setup import pki
+
     config = NodeConfig.load(args.node_dir)
     data = read_file(args.crl_file, "CRL")
     info = pki.check_crl(config.node_dir, data, str(args.crl_file))

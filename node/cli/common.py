@@ -7,12 +7,12 @@ import datetime as dt
 import getpass
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.data import audit
-from node.data.store import Store
 from node.errors import ConfigError
-from node.setup.config import NodeConfig, write_config
+
+if TYPE_CHECKING:
+    from node.setup.config import NodeConfig
 
 __all__ = [
     "PROG",
@@ -65,6 +65,10 @@ def write_audited(
     config: NodeConfig, updated: NodeConfig, event: str, fields: dict[str, Any]
 ) -> None:
     """Writes `updated` as node.toml with one audit entry, in one transaction."""
+    from node.data import audit
+    from node.data.store import Store
+    from node.setup.config import write_config
+
     key = audit.load_signing_key(config.audit_key)
     with Store.open(config.store_path) as store, store.transaction() as conn:
         audit.append(conn, key, event, fields)

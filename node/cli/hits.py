@@ -12,9 +12,7 @@ from typing import Any
 
 from node.cli.common import PROG, Subparsers, operator_name, parse_since, print_json
 from node.cli.tables import format_table
-from node.data import audit
 from node.data.store import LIVE_LIST, Store, check_hits_list
-from node.sessions.hits import HitFilters, acknowledge_hit, view_hits
 from node.setup.config import NodeConfig, check_agency
 
 _COLUMNS = ["id", "status", "peer", "list", "ref", "type", "peer_label", "role", "mode"]
@@ -90,6 +88,9 @@ def _hit_id(text: str) -> int:
 
 
 def _cmd_hits(args: argparse.Namespace) -> int:
+    from node.data import audit
+    from node.sessions.hits import HitFilters, view_hits
+
     since = parse_since(args.since)
     peer = check_agency(args.peer, "--peer") if args.peer is not None else None
     list_name = check_hits_list(args.list_name) if args.list_name is not None else None
@@ -133,6 +134,9 @@ def _unknown_filters(config: NodeConfig, store: Store, peer: str | None, name: s
 
 
 def _cmd_hits_ack(args: argparse.Namespace) -> int:
+    from node.data import audit
+    from node.sessions.hits import acknowledge_hit
+
     by, note = Store.check_acknowledgement(args.by, args.note)  # before anything is opened
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)

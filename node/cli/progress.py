@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import sys
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 __all__ = ["Bars", "wanted"]
 
@@ -31,6 +33,8 @@ class Bars:
     def _bar(self, stage: str, total: int, unit: str) -> tqdm:
         bar = self._bars.get(stage)
         if bar is None:
+            from tqdm import tqdm  # only where a bar is drawn: a terminal
+
             bar = self._bars[stage] = tqdm(
                 total=total,
                 desc=f"{self.title}: {stage}",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ def add_status(subparsers: Subparsers) -> None:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    import asyncio
+
     from node.rpc.node_status import node_status  # imports grpc: only for the commands using it
 
     config = NodeConfig.load(args.node_dir)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from node.cli.common import PROG, Subparsers, operator_name, print_json
 from node.cli.tables import format_table
-from node.data import audit, users
+from node.data import users
 from node.data.store import Store, utc_now
 from node.setup.config import NodeConfig
 
@@ -60,6 +60,8 @@ def add_user(subparsers: Subparsers) -> None:
 
 
 def _cmd_user_add(args: argparse.Namespace) -> int:
+    from node.data import audit
+
     name = users.check_name(args.name)  # before anything is opened
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)
@@ -97,6 +99,8 @@ def _cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_user_remove(args: argparse.Namespace) -> int:
+    from node.data import audit
+
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)
     operator = operator_name(args)

@@ -109,11 +109,6 @@ from types import MappingProxyType
 from typing import ClassVar, Literal, NamedTuple, NoReturn
 
 import phonenumbers
-import pycountry
-from stdnum import iban as stdnum_iban
-from stdnum import imo as stdnum_imo
-from stdnum import iso6346 as stdnum_iso6346
-from stdnum import lei as stdnum_lei
 from stdnum.exceptions import InvalidChecksum, InvalidComponent, ValidationError
 from unidecode import unidecode
 
@@ -263,8 +258,14 @@ _COUNTRY_ALIASES = {"D": "DEU", "UK": "GBR", "EL": "GRC", "EU": "EUE", "XK": "RK
 """D: Germany in ICAO 9303; UK, EL, EU: ISO 3166 exceptionally reserved; XK: Kosovo (user code)."""
 
 
+@functools.cache
 def _country_tables() -> tuple[dict[str, str], dict[str, str]]:
-    """Return code (alpha-3, alpha-2, ICAO, alias) -> alpha-3, and alpha-3 -> name."""
+    """Return code (alpha-3, alpha-2, ICAO, alias) -> alpha-3, and alpha-3 -> name.
+
+    Made on first use: pycountry is slow to import, and only canonicalising needs it.
+    """
+    import pycountry
+
     codes: dict[str, str] = {}
     names: dict[str, str] = {}
     for country in pycountry.countries:
@@ -277,18 +278,18 @@ def _country_tables() -> tuple[dict[str, str], dict[str, str]]:
     return codes, names
 
 
-_COUNTRIES, _COUNTRY_NAMES = _country_tables()
-
-
 @functools.cache
 def _country_hints() -> dict[str, list[str]]:
     """Return the codes a wrong code may mean: by a name's first letters, by the same letters."""
+    import pycountry
+
+    _, country_names = _country_tables()
     hints: dict[str, list[str]] = {}
     for country in pycountry.countries:
-        for name in {country.name, _COUNTRY_NAMES[country.alpha_3]}:
+        for name in {country.name, country_names[country.alpha_3]}:
             letters = re.sub(r"[^a-z]", "", unidecode(name).lower())[:3]
             hints.setdefault(letters, []).append(country.alpha_3)
-    for code in _COUNTRY_NAMES:
+    for code in country_names:
         hints.setdefault("".join(sorted(code)), []).append(code)
     return hints
 
@@ -317,7 +318,8 @@ def _country_problem(code: str) -> str:
             f"country {shown} is neither an ISO 3166 nor an ICAO 9303 code: write an ISO 3166 "
             "alpha-3 code such as NLD, GBR or DEU"
         )
-    options = [f"{c} ({_COUNTRY_NAMES[c]})" for c in meant]
+    _, country_names = _country_tables()
+    options = [f"{c} ({country_names[c]})" for c in meant]
     listed = options[0] if len(options) == 1 else f"{', '.join(options[:-1])} or {options[-1]}"
     return f"country {shown} is neither an ISO 3166 nor an ICAO 9303 code: did you mean {listed}?"
 
@@ -325,7 +327,7 @@ def _country_problem(code: str) -> str:
 def _country(type: str, value: str) -> str:
     """Return the alpha-3 (or ICAO 9303) code of a country code, or raise InvalidIdentifier."""
     code = value.strip()
-    if (alpha_3 := _COUNTRIES.get(code.upper().rstrip("<"))) is not None:
+    if (alpha_3 := _country_tables()[0].get(code.upper().rstrip("<"))) is not None:
         return alpha_3
     raise InvalidIdentifier(type, _country_problem(code))
 
@@ -700,6 +702,8 @@ class Iban(IdentifierType):
                 "e.g. GB82 WEST 1234 5698 7654 32"
             )
         country = number[:2]
+        from stdnum import iban as stdnum_iban  # stdnum's modules: only when canonicalising
+
         try:
             stdnum_iban.validate(number)
         except InvalidComponent:
@@ -728,6 +732,8 @@ class Imo(IdentifierType):
             self.fail("IMO number must be 7 digits, optionally after 'IMO', e.g. IMO 9319466")
         if len(number) != 7:
             self.fail(f"IMO number must have 7 digits, got {len(number)}")
+        from stdnum import imo as stdnum_imo
+
         try:
             return stdnum_imo.validate(number)
         except InvalidChecksum:
@@ -762,6 +768,8 @@ class Container(IdentifierType):
                 "container number must be a 3-letter owner code, a category letter U, J, Z or R, "
                 "6 digits and a check digit, e.g. CSQU 305438 3"
             )
+        from stdnum import iso6346 as stdnum_iso6346
+
         try:
             return stdnum_iso6346.validate(number)
         except InvalidChecksum:
@@ -829,6 +837,8 @@ class Lei(IdentifierType):
             self.fail(f"LEI must have 20 characters, got {len(lei)}")
         if not _DIGITS.fullmatch(lei[18:]):
             self.fail("LEI must end with two check digits")
+        from stdnum import lei as stdnum_lei
+
         try:
             return stdnum_lei.validate(lei)
         except ValidationError:

@@ -65,10 +65,6 @@ from pathlib import Path
 from typing import IO, Any
 from xml.etree.ElementTree import ParseError
 
-import charset_normalizer
-import openpyxl
-from openpyxl.utils.exceptions import InvalidFileException
-
 from node.data.identifiers import check_columns, known_columns
 from node.errors import ConfigError, InvalidInput, NotFound
 
@@ -652,6 +648,8 @@ def _plausible_encodings(sample: bytes, failed: str) -> list[str]:
         odd = sample[1::2].count(b"\x00") > sample[0::2].count(b"\x00")
         found = ["utf_16_le" if odd else "utf_16_be"]
     else:
+        import charset_normalizer  # only to explain a file that is not in its encoding
+
         matches = [m for m in charset_normalizer.from_bytes(sample) if m.chaos <= _PLAUSIBLE_CHAOS]
         best = min((m.chaos for m in matches), default=0.0)
         found = [
@@ -686,16 +684,22 @@ def _json_type(value: object) -> str:
 # -- .xlsx --------------------------------------------------------------------------------------
 
 
-_BROKEN_WORKBOOK = (InvalidFileException, zipfile.BadZipFile, zlib.error, ParseError, EOFError)
+def _broken_workbook() -> tuple[type[Exception], ...]:
+    """What reading a damaged or foreign workbook raises (imports openpyxl: only for .xlsx)."""
+    from openpyxl.utils.exceptions import InvalidFileException
+
+    return (InvalidFileException, zipfile.BadZipFile, zlib.error, ParseError, EOFError)
 
 
 def _xlsx(
     stack: ExitStack, raw: IO[bytes], name: str, sheet: str | None
 ) -> tuple[tuple[str, ...] | None, Iterator[tuple[int, list[str]]], str]:
     """The header, the rows as (Excel row, cells) and a description of a workbook's sheet."""
+    import openpyxl  # slow to import (with numpy): only when a workbook is read
+
     try:
         workbook = openpyxl.load_workbook(raw, read_only=True, data_only=True)
-    except (*_BROKEN_WORKBOOK, KeyError, ValueError) as exc:
+    except _broken_workbook() + (KeyError, ValueError) as exc:
         raise InvalidInput(
             f"{name} is not an .xlsx workbook that can be read ({type(exc).__name__}: {exc}): "
             "save it again as .xlsx or as CSV UTF-8"
@@ -744,7 +748,7 @@ def _xlsx_rows(
     try:
         for line, row in enumerate(values, start=1):
             yield line, row
-    except _BROKEN_WORKBOOK as exc:
+    except _broken_workbook() as exc:
         raise InvalidInput(
             f"{name}, sheet {title!r}: the workbook is damaged after row {line} "
             f"({type(exc).__name__}: {exc}): save it again as .xlsx or as CSV UTF-8"
