@@ -172,13 +172,12 @@ def _list_figures(node: Path) -> tuple[int, int, int, Counter[str]]:
     """Records, records with an event, distinct elements (a session's set) and elements by type."""
     with Store.open(node) as store:
         points = store.list_points(_LIST, _SUITE)
+        rows = [row for row in store.element_rows(points.element_ids.tolist()) if row]
         records = next(info.records for info in store.lists() if info.name == _LIST)
     packed = points.packed
     distinct = len({packed[i : i + ELEMENT_SIZE] for i in range(0, len(packed), ELEMENT_SIZE)})
-    with_event = len(
-        {ref for ref, t in zip(points.refs, points.types, strict=True) if t == "event"}
-    )
-    return records, with_event, distinct, Counter(points.types)
+    with_event = len({ref for ref, t, _ in rows if t == "event"})
+    return records, with_event, distinct, Counter(t for _, t, _ in rows)
 
 
 # -- the sweeps ----------------------------------------------------------------------------------

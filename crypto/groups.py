@@ -22,7 +22,7 @@ raises `InvalidElement` naming its position, and nothing is computed from it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from typing import Protocol
 
 import blake3
@@ -83,7 +83,7 @@ class Group(Protocol):
         ...
 
 
-def split_packed(points: bytes, what: str = "points") -> int:
+def split_packed(points: Sized, what: str = "points") -> int:
     """Returns how many elements `points` packs, or raises if the length is ragged."""
     if len(points) % ELEMENT_SIZE:
         raise InvalidElement(

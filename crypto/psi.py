@@ -26,11 +26,16 @@ Phases (I = `Initiator`, R = `Responder`; the transport carries the bytes):
 Leakage: each side learns the intersection (count: only its size) and the
 peer's declared set size; nothing else under semi-honest behaviour.
 
-Duplicates: each party dedupes its input; `size` is the number of distinct
-elements, and `matches()` returns every input position whose element is in the
-intersection (so duplicates of a matched element all match), each paired with
-the matched element's index in R's sent order of y_b: both sides know that
-index, so labels of matched records are exchanged by it.
+Duplicates: each party dedupes its input (`PointSet`); `size` is the number of
+distinct elements, and `matches()` returns every input position whose element
+is in the intersection (so duplicates of a matched element all match), each
+paired with the matched element's index in R's sent order of y_b: both sides
+know that index, so labels of matched records are exchanged by it.
+
+Memory: everything per element is packed — points, the shuffle, tags (numpy
+arrays of fixed-size items), and `Matches` (two integer arrays). Tags are
+matched by sorting one side and binary-searching the other, never through
+Python objects per element: a session holds about 100 bytes an element.
 
 Errors: `InvalidElement` for a point that fails validation or a chunk that is
 not a whole number of elements or tags; `ProtocolError` for a message out of
@@ -45,6 +50,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from random import Random
 from typing import Self
 
@@ -54,13 +60,28 @@ from crypto.batch import BatchRunner
 from crypto.errors import InvalidElement, ProtocolError
 from crypto.groups import ELEMENT_SIZE, TAG_SIZE, Group, split_packed, tags_of
 
-__all__ = ["DEFAULT_CHUNK_ELEMENTS", "Initiator", "Mode", "PointSet", "Responder", "run_locally"]
+__all__ = [
+    "DEFAULT_CHUNK_ELEMENTS",
+    "Initiator",
+    "Matches",
+    "Mode",
+    "PointSet",
+    "Responder",
+    "run_locally",
+]
 
 # 4,096 elements = 128 KiB a message: far below gRPC's 4 MiB cap, large enough
 # that per-message overhead vanishes.
 DEFAULT_CHUNK_ELEMENTS = 4096
 # Chunks multiplied ahead of the one being sent, so compute and transport overlap.
 _LOOKAHEAD = 2
+# Items per step of the array passes that make temporaries (lookups, positions of matches):
+# their scratch stays a few MiB whatever the set's size.
+_STEP = 1 << 16
+_POINT = np.dtype(f"S{ELEMENT_SIZE}")
+# Tags compare as fixed-size byte strings: numpy's "S" comparisons ignore trailing NULs only
+# between items of different sizes, so between items of one size they are exact bytewise.
+_TAG = np.dtype(f"S{TAG_SIZE}")
 
 
 class Mode(enum.StrEnum):
@@ -70,18 +91,84 @@ class Mode(enum.StrEnum):
     COUNT = "count"
 
 
-class PointSet:
-    """A party's input deduplicated: distinct points packed, and each one's input positions.
+@dataclass(frozen=True)
+class Matches:
+    """Matched input positions, ascending, each with the shared element's index in R's order.
 
-    Immutable, so one set serves every session of the same list (a responder
-    builds it once per list version).
+    Packed: `positions` and `indices` are int64 arrays of one length. Iterating
+    yields (position, index) pairs of Python ints.
     """
 
-    def __init__(self, points: bytes) -> None:
-        self.unique, self.positions = _dedupe(points)
+    positions: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def none(cls) -> Matches:
+        """No matches."""
+        return cls(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.positions)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for start in range(0, len(self.positions), _STEP):
+            stop = start + _STEP
+            yield from zip(
+                self.positions[start:stop].tolist(), self.indices[start:stop].tolist(), strict=True
+            )
+
+    @property
+    def shared(self) -> int:
+        """How many distinct elements the matches are (one per distinct index)."""
+        return int(np.unique(self.indices).size)
+
+
+class PointSet:
+    """A party's input deduplicated: its distinct points, packed, and which one each input is.
+
+    `unique` is a read-only (size, 32) uint8 array of the distinct points in
+    first-seen order; `inverse[p]` is the index in `unique` of input position
+    p, or `inverse` is None when the input holds no duplicates (then `unique` is
+    the input itself, not a copy). Immutable, so one set serves every session
+    of the same list (a responder builds it once per list version).
+    """
+
+    def __init__(self, points: bytes | np.ndarray) -> None:
+        self.unique, self.inverse = _dedupe(_read_only(points))
+
+    def __len__(self) -> int:
+        return len(self.unique)
+
+
+class _Tags:
+    """Tags appended in order into a buffer of known capacity (a number of tags)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.count = 0
+        # np.empty: pages are only touched, and so only resident, as tags arrive.
+        self._buffer = np.empty((capacity, TAG_SIZE), dtype=np.uint8)
+
+    def append(self, packed: bytes) -> None:
+        """Appends packed tags; the caller has checked that they fit."""
+        count = len(packed) // TAG_SIZE
+        items = np.frombuffer(packed, dtype=np.uint8).reshape(count, TAG_SIZE)
+        self._buffer[self.count : self.count + count] = items
+        self.count += count
+
+    @property
+    def items(self) -> np.ndarray:
+        """The tags so far, a (count, TAG_SIZE) uint8 array (a view)."""
+        return self._buffer[: self.count]
+
+    @property
+    def keys(self) -> np.ndarray:
+        """The tags so far as comparable fixed-size byte strings (a view)."""
+        return self._buffer[: self.count].view(_TAG).reshape(self.count)
+
+    def packed(self, start: int, stop: int) -> bytes:
+        """Tags `start` to `stop` (indices), packed."""
+        return self._buffer[start:stop].tobytes()
 
 
 class _Party:
@@ -90,7 +177,7 @@ class _Party:
     def __init__(
         self,
         group: Group,
-        points: bytes | PointSet,
+        points: bytes | np.ndarray | PointSet,
         mode: Mode,
         key: bytes,
         runner: BatchRunner | None,
@@ -102,17 +189,19 @@ class _Party:
         self._key = key
         self._runner = runner or BatchRunner()
         self._rng = rng or secrets.SystemRandom()
+        self._chunk_elements = chunk_elements
         self._chunk = chunk_elements * ELEMENT_SIZE
         point_set = points if isinstance(points, PointSet) else PointSet(points)
-        self._unique, self._positions = point_set.unique, point_set.positions
-        self.size = len(self._positions)
+        self.size = len(point_set)
+        self._unique: np.ndarray | None = point_set.unique  # None once sent, if let go
+        self._inverse = point_set.inverse
         self._order = _permutation(self.size, self._rng)
 
     @classmethod
     def with_new_key(
         cls,
         group: Group,
-        points: bytes | PointSet,
+        points: bytes | np.ndarray | PointSet,
         mode: Mode,
         *,
         runner: BatchRunner | None = None,
@@ -128,7 +217,7 @@ class _Party:
     def from_key(
         cls,
         group: Group,
-        points: bytes | PointSet,
+        points: bytes | np.ndarray | PointSet,
         mode: Mode,
         key: bytes,
         *,
@@ -141,15 +230,34 @@ class _Party:
 
     def blinded_chunks(self) -> Iterator[bytes]:
         """Yields this party's points multiplied by its key, shuffled, in chunks."""
-        shuffled = _gathered(self._unique, ELEMENT_SIZE, self._order)
+        unique = self._unique
+        if unique is None:
+            raise ProtocolError("this party's points were sent already")
         pending: deque = deque()
-        for start in range(0, len(shuffled), self._chunk):
-            chunk = shuffled[start : start + self._chunk]
+        for start in range(0, self.size, self._chunk_elements):
+            chunk = unique[self._order[start : start + self._chunk_elements]].tobytes()
             pending.append(self._runner.submit_multiply(self.group.name, self._key, chunk))
             if len(pending) > _LOOKAHEAD:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+    def _matches(self, unique_indices: np.ndarray, indices: np.ndarray) -> Matches:
+        """The input positions of the distinct points `unique_indices` (no repeats), each
+        paired with its point's entry of `indices`."""
+        unique_indices = unique_indices.astype(np.int64, copy=False)
+        if self._inverse is None:  # a position is its point's index
+            by_position = np.argsort(unique_indices, kind="stable")
+            return Matches(unique_indices[by_position], indices[by_position])
+        paired = np.full(self.size, -1, dtype=np.int64)
+        paired[unique_indices] = indices
+        positions, found = [], []
+        for start in range(0, len(self._inverse), _STEP):
+            part = paired[self._inverse[start : start + _STEP]]
+            hit = np.flatnonzero(part >= 0)
+            positions.append(hit + start)
+            found.append(part[hit])
+        return Matches(_joined(positions), _joined(found))
 
 
 class Initiator(_Party):
@@ -158,8 +266,8 @@ class Initiator(_Party):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.peer_size: int | None = None
-        self._x_ab = bytearray()  # tag(x_ab), in the order R sent them
-        self._y_ba = bytearray()  # tag(y_ba), in R's order
+        self._x_ab = _Tags(self.size)  # tag(x_ab), in the order R sent them
+        self._y_ba = _Tags(0)  # tag(y_ba), in R's order; sized by the hello reply
         # y_b chunks being multiplied: reading the next chunk does not wait for them.
         self._y_ba_pending: deque[Future[bytes]] = deque()
         self._y_b_received = 0
@@ -168,7 +276,7 @@ class Initiator(_Party):
     @property
     def has_all_evaluated(self) -> bool:
         """Whether every tag(x_ab) has arrived."""
-        return len(self._x_ab) == self.size * TAG_SIZE
+        return self._x_ab.count == self.size
 
     @property
     def blinded_received(self) -> int:
@@ -176,15 +284,29 @@ class Initiator(_Party):
         return self._y_b_received
 
     @property
+    def blinded_pending(self) -> int:
+        """How many chunks of y_b read are still being multiplied."""
+        return len(self._y_ba_pending)
+
+    @property
     def has_all_blinded(self) -> bool:
         """Whether every y_b the responder declared has arrived (tag(y_ba) may be pending)."""
         return self.peer_size is not None and self._y_b_received == self.peer_size
+
+    def blinded_chunks(self) -> Iterator[bytes]:
+        """Yields our points multiplied by our key, shuffled, in chunks; then lets the points
+        go (the rest of the session needs only their tags)."""
+        yield from super().blinded_chunks()
+        self._unique = None
 
     def read_hello_reply(self, peer_size: int) -> None:
         """Records the responder's declared set size."""
         if peer_size < 0:
             raise ProtocolError(f"responder declared a negative set size ({peer_size})")
+        if self.peer_size is not None:
+            raise ProtocolError("responder sent a second hello reply")
         self.peer_size = peer_size
+        self._y_ba = _Tags(peer_size)
 
     def read_evaluated(self, chunk: bytes) -> None:
         """Reads tag(x_ab) from the responder."""
@@ -193,9 +315,9 @@ class Initiator(_Party):
                 f"evaluated chunk of {len(chunk)} bytes is not a whole number of "
                 f"{TAG_SIZE}-byte tags"
             )
-        if len(self._x_ab) + len(chunk) > self.size * TAG_SIZE:
+        if self._x_ab.count + len(chunk) // TAG_SIZE > self.size:
             raise ProtocolError(f"responder returned more than the {self.size} elements sent")
-        self._x_ab += chunk
+        self._x_ab.append(chunk)
 
     def read_blinded(self, chunk: bytes) -> None:
         """Reads y_b from the responder and computes tag(y_ba)."""
@@ -208,60 +330,56 @@ class Initiator(_Party):
             )
         self._y_b_received += count
         self._y_ba_pending.append(self._runner.submit_multiply(self.group.name, self._key, chunk))
-        self._drain(wait=False)
+        self._drain(keep=None)
 
-    def collect_blinded(self) -> None:
-        """Waits for tag(y_ba) of every y_b read so far; raises InvalidElement for a bad y_b."""
-        self._drain(wait=True)
+    def collect_blinded(self, keep: int = 0) -> None:
+        """Waits until at most `keep` chunks of y_b read are being multiplied (none: tag(y_ba)
+        of every y_b read so far is in); raises InvalidElement for a bad y_b."""
+        self._drain(keep=keep)
 
-    def _drain(self, wait: bool) -> None:
-        """Appends finished tag(y_ba) in order; with `wait`, every pending one."""
+    def _drain(self, keep: int | None) -> None:
+        """Appends finished tag(y_ba) in order; waits for those beyond `keep` pending ones."""
         with self._drain_lock:
             pending = self._y_ba_pending
-            while pending and (wait or pending[0].done()):
-                self._y_ba += tags_of(pending.popleft().result())
+            while pending and ((keep is not None and len(pending) > keep) or pending[0].done()):
+                self._y_ba.append(tags_of(pending.popleft().result()))
 
-    def matches(self) -> list[tuple[int, int]]:
-        """Returns (input position, responder's index) for every input element it also holds."""
+    def matches(self) -> Matches:
+        """Returns every input position whose element the responder also holds, with the
+        responder's index of that element."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals only the number of matches")
-        y_index = {tag: j for j, tag in enumerate(_split_tags(self._complete_y_ba_tags()))}
-        return sorted(
-            (pos, y_index[tag])
-            for j, tag in enumerate(_split_tags(self._complete_x_ab()))
-            if tag in y_index
-            for pos in self._positions[self._order[j]]
-        )
+        y_ba = self._complete_y_ba()
+        found, at = _lookup(self._complete_x_ab(), y_ba, where=True)
+        return self._matches(self._order[found], at)
 
     def match_count(self) -> int:
         """Returns the number of distinct elements both parties hold."""
-        y_ba = set(_split_tags(self._complete_y_ba_tags()))
-        return sum(tag in y_ba for tag in _split_tags(self._complete_x_ab()))
+        y_ba = self._complete_y_ba()
+        found, _ = _lookup(self._complete_x_ab(), y_ba, where=False)
+        return len(found)
 
     def reveal_chunks(self) -> Iterator[bytes]:
         """Yields tag(y_ba) in the responder's order, so it learns its own matches."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals nothing to the responder")
-        self._complete_y_ba_tags()
-        step = self._chunk // ELEMENT_SIZE * TAG_SIZE
-        for start in range(0, len(self._y_ba), step):
-            yield bytes(self._y_ba[start : start + step])
+        self._complete_y_ba()
+        for start in range(0, self._y_ba.count, self._chunk_elements):
+            yield self._y_ba.packed(start, start + self._chunk_elements)
 
-    def _complete_x_ab(self) -> bytes:
-        if len(self._x_ab) != self.size * TAG_SIZE:
-            raise ProtocolError(
-                f"responder evaluated {len(self._x_ab) // TAG_SIZE} of {self.size} elements"
-            )
-        return bytes(self._x_ab)
+    def _complete_x_ab(self) -> np.ndarray:
+        if self._x_ab.count != self.size:
+            raise ProtocolError(f"responder evaluated {self._x_ab.count} of {self.size} elements")
+        return self._x_ab.keys
 
-    def _complete_y_ba_tags(self) -> bytes:
-        self._drain(wait=True)
-        received = len(self._y_ba) // TAG_SIZE
+    def _complete_y_ba(self) -> np.ndarray:
+        self._drain(keep=0)
+        received = self._y_ba.count
         if self.peer_size is None or received != self.peer_size:
             raise ProtocolError(
                 f"responder sent {received} of its {self.peer_size} declared elements"
             )
-        return bytes(self._y_ba)
+        return self._y_ba.keys
 
 
 class Responder(_Party):
@@ -270,49 +388,51 @@ class Responder(_Party):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.peer_size: int | None = None
-        self._x_ab = bytearray()  # tag(x_ab), in the order I sent x_a
-        self._y_ba = bytearray()  # tag(y_ba) revealed by I, in our order
+        self._x_ab = _Tags(0)  # tag(x_ab), in the order I sent x_a; sized by the hello
+        self._y_ba = _Tags(self.size)  # tag(y_ba) revealed by I, in our order
 
     def read_hello(self, peer_size: int) -> None:
         """Records the initiator's declared set size."""
         if peer_size < 0:
             raise ProtocolError(f"initiator declared a negative set size ({peer_size})")
+        if self.peer_size is not None:
+            raise ProtocolError("initiator sent a second hello")
         self.peer_size = peer_size
+        self._x_ab = _Tags(peer_size)
 
     @property
     def has_all_blinded(self) -> bool:
         """Whether every x_a the initiator declared has arrived."""
-        return self.peer_size is not None and len(self._x_ab) == self.peer_size * TAG_SIZE
+        return self.peer_size is not None and self._x_ab.count == self.peer_size
 
     @property
     def has_all_revealed(self) -> bool:
         """Whether tag(y_ba) has arrived for every element we sent (mutual mode)."""
-        return len(self._y_ba) == self.size * TAG_SIZE
+        return self._y_ba.count == self.size
 
     def evaluate(self, chunk: bytes) -> bytes:
         """Reads x_a; returns tag(x_ab) to send now (mutual) or b"" (count: held back)."""
         if self.peer_size is None:
             raise ProtocolError("initiator's elements arrived before its hello")
         count = split_packed(chunk, "initiator's blinded chunk")
-        if len(self._x_ab) // TAG_SIZE + count > self.peer_size:
+        if self._x_ab.count + count > self.peer_size:
             raise ProtocolError(
                 f"initiator sent more than the {self.peer_size} elements it declared"
             )
         tags = tags_of(self._runner.multiply(self.group.name, self._key, chunk))
-        self._x_ab += tags
+        self._x_ab.append(tags)
         return tags if self.mode is Mode.MUTUAL else b""
 
     def evaluated_rest(self) -> bytes:
         """Returns what `evaluate` held back: in count mode, every tag(x_ab), shuffled."""
-        received = len(self._x_ab) // TAG_SIZE
+        received = self._x_ab.count
         if received != self.peer_size:
             raise ProtocolError(
                 f"initiator sent {received} of its {self.peer_size} declared elements"
             )
         if self.mode is Mode.MUTUAL:
             return b""
-        count = len(self._x_ab) // TAG_SIZE
-        return _gathered(bytes(self._x_ab), TAG_SIZE, _permutation(count, self._rng))
+        return self._x_ab.items[_permutation(received, self._rng)].tobytes()
 
     def read_reveal(self, chunk: bytes) -> None:
         """Reads tag(y_ba) in our order from the initiator (mutual mode)."""
@@ -322,39 +442,90 @@ class Responder(_Party):
             raise InvalidElement(
                 f"reveal chunk of {len(chunk)} bytes is not a whole number of {TAG_SIZE}-byte tags"
             )
-        if len(self._y_ba) + len(chunk) > self.size * TAG_SIZE:
+        if self._y_ba.count + len(chunk) // TAG_SIZE > self.size:
             raise ProtocolError(f"initiator revealed more than our {self.size} elements")
-        self._y_ba += chunk
+        self._y_ba.append(chunk)
 
-    def matches(self) -> list[tuple[int, int]]:
-        """Returns (input position, our sent index) for every input element the initiator holds."""
+    def matches(self) -> Matches:
+        """Returns every input position whose element the initiator holds, with our sent
+        index of that element."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals nothing to the responder")
-        if len(self._y_ba) != self.size * TAG_SIZE:
+        if self._y_ba.count != self.size:
             raise ProtocolError(
-                f"initiator revealed {len(self._y_ba) // TAG_SIZE} of our {self.size} elements"
+                f"initiator revealed {self._y_ba.count} of our {self.size} elements"
             )
-        x_ab = set(_split_tags(bytes(self._x_ab)))
-        return sorted(
-            (pos, j)
-            for j, tag in enumerate(_split_tags(bytes(self._y_ba)))
-            if tag in x_ab
-            for pos in self._positions[self._order[j]]
-        )
+        found, _ = _lookup(self._y_ba.keys, self._x_ab.keys, where=False)
+        return self._matches(self._order[found], found)
 
 
-def _dedupe(points: bytes) -> tuple[bytes, list[list[int]]]:
-    """Returns the distinct points, packed in first-seen order, and each one's input positions."""
-    split_packed(points, "input set")
-    first: dict[bytes, int] = {}
-    positions: list[list[int]] = []
-    for pos, start in enumerate(range(0, len(points), ELEMENT_SIZE)):
-        j = first.setdefault(points[start : start + ELEMENT_SIZE], len(positions))
-        if j == len(positions):
-            positions.append([pos])
-        else:
-            positions[j].append(pos)
-    return b"".join(first), positions
+def _read_only(points: bytes | np.ndarray) -> np.ndarray:
+    """Packed points as a read-only (n, 32) uint8 array: a view of bytes or of a read-only
+    array, else a copy (what the caller may still change must not change the set)."""
+    if isinstance(points, np.ndarray) and points.dtype == np.uint8:
+        flat = points.reshape(-1) if not points.flags.writeable else points.reshape(-1).copy()
+    else:
+        flat = np.frombuffer(bytes(points) if type(points) is not bytes else points, np.uint8)
+    count = split_packed(flat, "input set")  # a 1-D array: its length is its bytes
+    items = flat.reshape(count, ELEMENT_SIZE)
+    items.flags.writeable = False
+    return items
+
+
+def _dedupe(items: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The distinct points in first-seen order, and each input's index among them (None: all
+    distinct, and the first array is `items` itself)."""
+    count = len(items)
+    if count < 2:
+        return items, None
+    keys = items.view(_POINT).reshape(count)
+    order = np.argsort(keys, kind="stable")  # equal points by position: the first is first seen
+    starts = np.empty(count, dtype=bool)  # where a run of equal points begins
+    starts[0] = True
+    for start in range(1, count, _STEP):  # compared a step at a time: no sorted copy
+        ordered = keys[order[start - 1 : start + _STEP]]
+        np.not_equal(ordered[1:], ordered[:-1], out=starts[start : start + _STEP])
+    if starts.all():
+        return items, None
+    first_seen = order[starts]  # each distinct point's first position, in sorted order
+    rank = np.empty(len(first_seen), dtype=np.int64)  # sorted order -> first-seen order
+    rank[np.argsort(first_seen)] = np.arange(len(first_seen))
+    inverse = np.empty(count, dtype=_index_type(len(first_seen)))
+    inverse[order] = rank[np.cumsum(starts) - 1]
+    unique = items[np.sort(first_seen)]
+    unique.flags.writeable = False
+    return unique, inverse
+
+
+def _lookup(tags: np.ndarray, among: np.ndarray, where: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `tags` are among `among` (both fixed-size byte strings): their indices in
+    `tags`, ascending, and with `where` the last index in `among` holding each (else none)."""
+    if not len(tags) or not len(among):
+        return Matches.none().positions, Matches.none().indices
+    if where:
+        order = np.argsort(among, kind="stable")  # equal tags keep their order: last is last
+        ordered = among[order]
+    else:
+        ordered = np.sort(among)
+    found, at = [], []
+    for start in range(0, len(tags), _STEP):
+        part = tags[start : start + _STEP]
+        last = np.searchsorted(ordered, part, side="right") - 1  # the last one <= each tag
+        np.maximum(last, 0, out=last)
+        hit = np.flatnonzero(ordered[last] == part)
+        found.append(hit + start)
+        if where:
+            at.append(order[last[hit]])
+    return _joined(found), _joined(at)
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64, copy=False) if parts else np.empty(0, np.int64)
+
+
+def _index_type(count: int) -> type[np.signedinteger]:
+    """The smallest integer type that indexes `count` items."""
+    return np.int32 if count <= np.iinfo(np.int32).max else np.int64
 
 
 def _permutation(n: int, rng: Random) -> np.ndarray:
@@ -365,17 +536,7 @@ def _permutation(n: int, rng: Random) -> np.ndarray:
     objects: the same order as sorting the 8-byte strings, ties kept in index order.
     """
     keys = np.frombuffer(rng.randbytes(8 * n), dtype=">u8")
-    return np.argsort(keys, kind="stable")
-
-
-def _gathered(packed: bytes, size: int, order: np.ndarray) -> bytes:
-    """The `size`-byte items of `packed` in `order`, packed again."""
-    items = np.frombuffer(packed, dtype=np.uint8).reshape(-1, size)
-    return items[order].tobytes()
-
-
-def _split_tags(tags: bytes) -> list[bytes]:
-    return [tags[i : i + TAG_SIZE] for i in range(0, len(tags), TAG_SIZE)]
+    return np.argsort(keys, kind="stable").astype(_index_type(n), copy=False)
 
 
 def run_locally(initiator: Initiator, responder: Responder) -> None:

@@ -25,8 +25,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from types import FrameType
+from typing import Any
 
 from crypto.errors import CryptoError
 from node.cli import (
@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG, description="Federated, privacy-preserving matching between agencies."
     )
-    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    parser.add_argument("--version", action=_VersionAction)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in COMMANDS:
         register(subparsers)
@@ -131,10 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
+    from importlib import metadata  # reads the installed distributions: only for --version
+
     try:
         return metadata.version("blindmatch")
     except metadata.PackageNotFoundError:
         return "unknown (not installed)"
+
+
+class _VersionAction(argparse._VersionAction):
+    """`--version`, with the version looked up only when it is asked for."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        self.version = f"{PROG} {_version()}"
+        super().__call__(parser, namespace, values, option_string)
 
 
 def _terminated(signum: int, frame: FrameType | None) -> None:
@@ -150,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     os.umask(0o077)  # keys, stores and configs: readable by the node's user only
+    from node.setup.memory import tune_malloc
+
+    tune_malloc()  # before any thread: sessions' buffers in few arenas (node.setup.memory)
     signal.signal(signal.SIGTERM, _terminated)
     # gRPC's core logs at INFO to stderr (e.g. "Got goaway" when a peer stops): the error
     # line is the operator's. Set before any command imports grpc; GRPC_VERBOSITY overrides.

@@ -36,17 +36,22 @@ import datetime as dt
 import os
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crypto.groups import SUITES
+from crypto.groups import ELEMENT_SIZE, SUITES
 from node.data.identifiers import CANON_VERSION
 from node.errors import ConfigError, Conflict, Incompatible, InvalidInput, NotFound, StoreBusy
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = [
+    "BOUNDED_CACHE_KIB",
     "IN_WINDOW",
     "KINDS",
     "LIST_NAME",
@@ -68,6 +73,10 @@ LIVE_LIST = "(live)"
 so no ingest, erasure or retention of a list ever touches them."""
 """A list name: 1-100 letters, digits, dots, dashes and underscores, starting alphanumeric."""
 _POINT_COLUMNS = {"ristretto255-sha512": "point_ristretto", "x25519-blake3": "point_x25519"}
+_SCAN_ROWS = 2048  # rows fetched at a time when reading a list's points
+_IDS_PER_QUERY = 500  # element ids bound in one query (SQLite allows at least 999)
+BOUNDED_CACHE_KIB = 1024
+"""The page cache of a connection reading or writing a session's bulk (`Store.bounded_cache`)."""
 
 _MIGRATIONS: list[str] = [
     """
@@ -351,21 +360,30 @@ class ListInfo:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ListPoints:
-    """Every element point of a list for one suite, packed, with parallel per-element data."""
+    """Every element point of a list for one suite, packed, with each one's element id.
+
+    `points` is a read-only (n, 32) uint8 array of the points in element-id
+    order, `element_ids` a read-only int64 array of the element of each: a
+    session keeps only these, and asks `Store.element_rows` for the ref, type
+    and label of the positions it matched.
+    """
 
     name: str
     suite: str
-    packed: bytes
-    refs: tuple[str, ...]
-    types: tuple[str, ...]
-    labels: tuple[str | None, ...]
+    points: np.ndarray
+    element_ids: np.ndarray
     changes_at: str | None = None
     """When a record's validity window next opens or closes (None: never): reload by then."""
 
     def __len__(self) -> int:
-        return len(self.refs)
+        return len(self.element_ids)
+
+    @property
+    def packed(self) -> bytes:
+        """The points concatenated (a copy, for tools and tests; sessions use `points`)."""
+        return self.points.tobytes()
 
 
 class Store:
@@ -522,34 +540,88 @@ class Store:
         """Returns the packed points of list `name` for `suite`, by element id.
 
         Records outside their validity window at `now` (ISO UTC, as `utc_now` gives it;
-        default the current time) are left out: not yet valid, or expired.
+        default the current time) are left out: not yet valid, or expired. Rows are
+        read in chunks: beside the result, memory holds a chunk and the page cache's
+        `BOUNDED_CACHE_KIB`.
         """
         column = _POINT_COLUMNS.get(suite)
         if column is None:
             raise ConfigError(f"unknown suite {suite!r}; use {', '.join(sorted(SUITES))}")
         list_id, _, _ = self.list_row(name)
         now = now or utc_now()
-        rows = self.conn.execute(
-            f"""
-            SELECT e.{column}, r.ref, e.type, r.label
-            FROM elements e JOIN records r ON e.record_id = r.id
-            WHERE r.list_id = ? AND {IN_WINDOW} ORDER BY e.id
-            """,
-            (list_id, now, now),
-        ).fetchall()
-        (changes_at,) = self.conn.execute(
-            """
-            SELECT min(t) FROM (
-                SELECT min(valid_from) AS t FROM records WHERE list_id = ? AND valid_from > ?
-                UNION ALL
-                SELECT min(valid_until) FROM records WHERE list_id = ? AND valid_until > ?)
-            """,
-            (list_id, now, list_id, now),
-        ).fetchone()
-        if not rows:
-            return ListPoints(name, suite, b"", (), (), (), changes_at)
-        points, refs, types, labels = zip(*rows, strict=True)
-        return ListPoints(name, suite, b"".join(points), refs, types, labels, changes_at)
+        import numpy as np  # here: most commands never read a list's points
+
+        packed = bytearray()  # grown in place (realloc): never two copies of the points
+        ids = array("q")
+        with self.bounded_cache():  # the list's pages stay out of memory
+            # Elements in id order without a sort (in memory, or spilled): the list's range of
+            # element ids, then a scan of that range (a list's elements are mostly contiguous).
+            first, last = self.conn.execute(
+                "SELECT min(e.id), max(e.id) FROM records r JOIN elements e "
+                "ON e.record_id = r.id WHERE r.list_id = ?",
+                (list_id,),
+            ).fetchone()
+            cursor = self.conn.execute(
+                f"""
+                SELECT e.{column}, e.id
+                FROM elements e CROSS JOIN records r ON r.id = e.record_id
+                WHERE e.id BETWEEN ? AND ? AND r.list_id = ? AND {IN_WINDOW} ORDER BY e.id
+                """,
+                (first or 0, last or -1, list_id, now, now),
+            )
+            while rows := cursor.fetchmany(_SCAN_ROWS):
+                packed += b"".join(row[0] for row in rows)
+                ids.extend(row[1] for row in rows)
+            (changes_at,) = self.conn.execute(
+                """
+                SELECT min(t) FROM (
+                    SELECT min(valid_from) AS t FROM records WHERE list_id = ? AND valid_from > ?
+                    UNION ALL
+                    SELECT min(valid_until) FROM records WHERE list_id = ? AND valid_until > ?)
+                """,
+                (list_id, now, list_id, now),
+            ).fetchone()
+        points = np.frombuffer(packed, dtype=np.uint8).reshape(len(ids), ELEMENT_SIZE)
+        element_ids = np.frombuffer(ids, dtype=np.int64) if ids else np.empty(0, np.int64)
+        points.flags.writeable = element_ids.flags.writeable = False  # shared by sessions
+        return ListPoints(name, suite, points, element_ids, changes_at)
+
+    def element_rows(self, element_ids: Sequence[int]) -> list[tuple[str, str, str | None] | None]:
+        """(ref, type, label) of each element, in order; None for an element removed since.
+
+        For the positions a session matched: one query per few hundred ids.
+        """
+        found: dict[int, tuple[str, str, str | None]] = {}
+        with self.bounded_cache():
+            for start in range(0, len(element_ids), _IDS_PER_QUERY):
+                part = element_ids[start : start + _IDS_PER_QUERY]
+                marks = ", ".join("?" * len(part))
+                for element_id, ref, type_, label in self.conn.execute(
+                    "SELECT e.id, r.ref, e.type, r.label FROM elements e "
+                    f"JOIN records r ON r.id = e.record_id WHERE e.id IN ({marks})",
+                    list(part),
+                ):
+                    found[element_id] = (ref, type_, label)
+        return [found.get(element_id) for element_id in element_ids]
+
+    @contextmanager
+    def bounded_cache(self, kib: int = BOUNDED_CACHE_KIB) -> Iterator[None]:
+        """Runs the block with this connection's page cache, and so its sorts, within `kib`.
+
+        For reading or writing a whole list, or a session's hits: their pages would
+        otherwise stay cached (up to 64 MiB a connection), and a sort stay in memory.
+        """
+        sizes = {
+            schema: int(self.conn.execute(f"PRAGMA {schema}.cache_size").fetchone()[0])
+            for schema in ("main", "temp")  # temp: temporary tables (add_hits) and sorts
+        }
+        for schema in sizes:
+            self.conn.execute(f"PRAGMA {schema}.cache_size = {-int(kib)}")
+        try:
+            yield
+        finally:
+            for schema, size in sizes.items():
+                self.conn.execute(f"PRAGMA {schema}.cache_size = {size}")
 
     def screening_epochs(self) -> dict[str, dict[str, Any]]:
         """Each list's current screening key epoch: its number, start and the list version."""

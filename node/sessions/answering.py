@@ -30,7 +30,12 @@ __all__ = ["Answering", "ListCache", "SharedList"]
 
 @dataclass(frozen=True)
 class SharedList:
-    """A list's points for one suite at one version, deduplicated once for every session."""
+    """A list's points for one suite at one version, deduplicated once for every session.
+
+    Packed (the points, their element ids, the deduplicated set: about 40 bytes an
+    element, the set sharing the points' buffer unless the list repeats one); each
+    session adds only its own key, shuffle and tags.
+    """
 
     version: int
     kind: str
@@ -58,7 +63,7 @@ class ListCache:
                 or (shared.points.changes_at is not None and now >= shared.points.changes_at)
             ):  # also when a record's validity window opened or closed since the load
                 points = store.list_points(name, suite, now)
-                shared = SharedList(version, kind, points, PointSet(points.packed))
+                shared = SharedList(version, kind, points, PointSet(points.points))
                 self._lists[(name, suite)] = shared
             return shared
 

@@ -3,26 +3,42 @@
 The index is the matched y_b's position in the order the responder sent it:
 the one reference both sides of a mutual session share. Several records may
 share an element, so one index may carry several labels.
+
+Both directions stay packed: the labels we release are read from the store a
+few hundred matches at a time (`released_labels`), and those a peer released
+are kept as UTF-8 in one buffer (`LabelBook`), never one Python object each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
+
+from crypto.psi import Matches
 from node.data.identifiers import MAX_LABEL_CHARS
 from node.errors import InvalidInput
 
-__all__ = ["LABELS_PER_MESSAGE", "MAX_LABEL_CHARS", "LabelBook", "label_chunks"]
+__all__ = ["LABELS_PER_MESSAGE", "MAX_LABEL_CHARS", "ElementRows", "LabelBook", "released_labels"]
 
 # Labels are at most 1,000 characters: 512 a message stays far below gRPC's 4 MiB cap.
 LABELS_PER_MESSAGE = 512
+# Matched positions whose records are read from the store at a time.
+ROWS_PER_READ = 4096
+
+ElementRows = Callable[[Sequence[int]], Sequence[tuple[str, str, str | None] | None]]
+"""(ref, type, label) of element ids, None for one removed since (`Store.element_rows`)."""
 
 
 class LabelBook:
-    """The labels a peer released, by index."""
+    """The labels a peer released, by index: UTF-8 in one buffer, with each one's index."""
 
     def __init__(self) -> None:
-        self._by_index: dict[int, list[str]] = {}
+        self._indices = array("q")
+        self._ends = array("q")  # where each label's UTF-8 ends in _text
+        self._text = bytearray()
+        self._by_index: tuple[np.ndarray, np.ndarray] | None = None  # sorted indices, order
         self.count = 0
 
     def add(self, indices: Sequence[int], labels: Sequence[str], limit: int) -> None:
@@ -43,28 +59,45 @@ class LabelBook:
                     f"a label is longer than {MAX_LABEL_CHARS} characters",
                     peer=f"a label is longer than {MAX_LABEL_CHARS} characters",
                 )
-            self._by_index.setdefault(index, []).append(label)
+        for index, label in zip(indices, labels, strict=True):
+            self._indices.append(index)
+            self._text += label.encode()
+            self._ends.append(len(self._text))
+        self._by_index = None
         self.count += len(labels)
 
     def get(self, index: int) -> str | None:
         """Returns the peer's label(s) for an index, joined, or None if none was released."""
-        labels = self._by_index.get(index)
+        if self._by_index is None:
+            indices = np.array(self._indices, dtype=np.int64)  # a copy: adds may follow
+            order = np.argsort(indices, kind="stable")  # an index's labels in arrival order
+            self._by_index = (indices[order], order)
+        keys, order = self._by_index
+        low, high = np.searchsorted(keys, [index, index + 1])
+        labels = [self._label(int(i)) for i in order[low:high]]
         return "; ".join(dict.fromkeys(labels)) if labels else None
 
-    @staticmethod
-    def of_matches(
-        matches: Sequence[tuple[int, int]], labels: Sequence[str | None]
-    ) -> tuple[list[int], list[str]]:
-        """Returns (indices, labels) to release for matched positions that have a label."""
-        pairs = [(j, labels[pos]) for pos, j in matches if labels[pos]]
-        return [j for j, _ in pairs], [label for _, label in pairs if label]
+    def _label(self, i: int) -> str:
+        start = self._ends[i - 1] if i else 0
+        return self._text[start : self._ends[i]].decode()
 
 
-def label_chunks(
-    indices: Sequence[int], labels: Sequence[str]
-) -> list[tuple[list[int], list[str]]]:
-    """Splits released labels into messages of at most LABELS_PER_MESSAGE."""
-    return [
-        (list(indices[i : i + LABELS_PER_MESSAGE]), list(labels[i : i + LABELS_PER_MESSAGE]))
-        for i in range(0, len(indices), LABELS_PER_MESSAGE)
-    ]
+def released_labels(
+    matches: Matches, element_ids: np.ndarray, rows: ElementRows
+) -> Iterator[tuple[list[int], list[str]]]:
+    """Labels messages of our matched records that have a label: (indices, labels), at most
+    LABELS_PER_MESSAGE each, in position order (blocking: `rows` reads the store)."""
+    indices: list[int] = []
+    labels: list[str] = []
+    for start in range(0, len(matches), ROWS_PER_READ):
+        stop = start + ROWS_PER_READ
+        records = rows(element_ids[matches.positions[start:stop]].tolist())
+        for j, record in zip(matches.indices[start:stop].tolist(), records, strict=True):
+            if record is not None and record[2]:
+                indices.append(j)
+                labels.append(record[2])
+                if len(indices) == LABELS_PER_MESSAGE:
+                    yield indices, labels
+                    indices, labels = [], []
+    if indices:
+        yield indices, labels

@@ -5,7 +5,10 @@ tasks share the stream: one sends (hello, x_a, then in mutual mode the reveal
 once every y_b is in, then our released labels once the matches are known),
 the other reads (the hello reply, y_b, tag(x_ab), the peer's labels, the
 summary). Blinding, transport and the peer's work overlap; CPU batches run on
-the process pool and SQLite in threads.
+the process pool and SQLite in threads. Per element, the session holds packed
+arrays only (`crypto.psi`): our list is read as points and element ids, and
+the ref, type and label of a matched record are read from the store when the
+labels we release and the hits are made.
 
 The session is recorded `running` before the first message; hits are stored
 only after the responder's summary (it has stored its own), in one
@@ -26,15 +29,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Sequence
 from typing import TypeVar
+
+import numpy as np
 
 from crypto.errors import CryptoError
 from crypto.groups import get_suite
-from crypto.psi import Initiator, Mode
+from crypto.psi import Initiator, Matches, Mode
 from node.errors import InvalidInput, PeerError
 from node.policy import PROTOCOL_VERSION, SessionRequest, check_purpose
 from node.sessions.blocking import settled, submit, succeeded
-from node.sessions.labels import LabelBook, label_chunks
+from node.sessions.labels import ElementRows, LabelBook, released_labels
 from node.sessions.messages import (
     Blinded,
     Evaluated,
@@ -45,7 +51,7 @@ from node.sessions.messages import (
     Reveal,
     Summary,
 )
-from node.sessions.records import SessionRecord, describe, hit_rows
+from node.sessions.records import HitTable, SessionRecord, describe, hit_table
 from node.sessions.results import MatchResult, Progress
 from node.setup.context import NodeContext
 
@@ -53,6 +59,9 @@ __all__ = ["initiate_session"]
 
 log = logging.getLogger("blindmatch.sessions")
 T = TypeVar("T")
+# Chunks of y_b being multiplied before reading more waits for them: what a responder sends
+# faster than our pool multiplies waits in its stream, not in our memory.
+_PENDING_CHUNKS = 8
 
 
 async def initiate_session(
@@ -70,10 +79,8 @@ async def initiate_session(
     policy = node.config.peer(peer)
     check_purpose(purpose)
     suite = node.config.suite
-    points = await asyncio.to_thread(lambda: node.store().list_points(list_name, suite))
-    party = await asyncio.to_thread(  # dedupe and shuffle: O(n), off the loop
-        Initiator.with_new_key, get_suite(suite), points.packed, Mode(mode), runner=node.runner
-    )
+    # Read, dedupe and shuffle: O(n), off the loop.
+    element_ids, party = await asyncio.to_thread(_load, node, list_name, suite, Mode(mode))
     request = SessionRequest(
         protocol_version=PROTOCOL_VERSION,
         session_id=secrets.token_hex(16),
@@ -96,14 +103,20 @@ async def initiate_session(
         purpose=purpose,
         operator=operator,
     )
-    talk = _Talk(party, request, points.labels, policy.release_labels, policy.max_set_size, peer)
+
+    def rows(ids: Sequence[int]) -> list[tuple[str, str, str | None] | None]:
+        return node.store().element_rows(ids)  # the calling thread's connection
+
+    talk = _Talk(
+        party, request, element_ids, rows, policy.release_labels, policy.max_set_size, peer
+    )
     talk.progress = progress
     starting: asyncio.Future[None] | None = None
 
-    def finish(matches: list[tuple[int, int]]) -> tuple[list[dict[str, object]], int]:
-        hits = hit_rows(matches, points.refs, points.types, talk.peer_labels)  # O(n): a thread
+    def finish(matches: Matches) -> tuple[HitTable, int]:
+        hits = hit_table(matches, element_ids, rows, talk.peer_labels)  # O(matches): a thread
         mutual = party.mode is Mode.MUTUAL  # each matched peer index is one shared element
-        match_count = len({j for _, j in matches}) if mutual else party.match_count()
+        match_count = matches.shared if mutual else party.match_count()
         record.complete(
             match_count,
             party.peer_size,
@@ -143,6 +156,15 @@ async def initiate_session(
     )
 
 
+def _load(
+    node: NodeContext, list_name: str, suite: str, mode: Mode
+) -> tuple[np.ndarray, Initiator]:
+    """Our list's element ids, and its points deduplicated and shuffled into a party (blocking)."""
+    points = node.store().list_points(list_name, suite)
+    party = Initiator.with_new_key(get_suite(suite), points.points, mode, runner=node.runner)
+    return points.element_ids, party
+
+
 async def _record_failure(record: SessionRecord, exc: BaseException, labels_sent: int) -> None:
     """Records the session failed because of `exc`; a failure to record it is only logged."""
     try:
@@ -179,14 +201,16 @@ class _Talk:
         self,
         party: Initiator,
         request: SessionRequest,
-        labels: tuple[str | None, ...],
+        element_ids: np.ndarray,
+        rows: ElementRows,
         release_labels: bool,
         max_peer_size: int,
         peer: str,
     ) -> None:
         self.party = party
         self.request = request
-        self.labels = labels
+        self.element_ids = element_ids
+        self.rows = rows
         self.release_labels = release_labels
         self.max_peer_size = max_peer_size
         self.peer = peer
@@ -197,13 +221,15 @@ class _Talk:
         self._accepted = asyncio.Event()  # the hello reply is in: x_a can go
         self._all_blinded = asyncio.Event()  # every y_b read: the reveal can go
         self._all_evaluated = asyncio.Event()  # matches known: the labels can go
-        self._matches: list[tuple[int, int]] | None = None
+        self._matches: Matches | None = None
 
-    async def matches(self) -> list[tuple[int, int]]:
-        """Our matched (position, peer index) pairs, computed once (mutual mode)."""
+    async def matches(self) -> Matches:
+        """Our matched (position, peer index) pairs, computed once (none in count mode)."""
         if self._matches is None:
             mutual = self.party.mode is Mode.MUTUAL
-            self._matches = await asyncio.to_thread(self.party.matches) if mutual else []
+            self._matches = (
+                await asyncio.to_thread(self.party.matches) if mutual else Matches.none()
+            )
         return self._matches
 
     async def send_all(self, stream: PeerStream) -> None:
@@ -234,11 +260,11 @@ class _Talk:
                 await stream.send(Reveal(reveal))
             await self._all_evaluated.wait()
             matches = await self.matches()  # now, while the responder records its side
-            if self.release_labels:
-                indices, labels = LabelBook.of_matches(matches, self.labels)
-                for chunk_indices, chunk_labels in label_chunks(indices, labels):
-                    await stream.send(Labels(chunk_indices, chunk_labels))
-                    self.labels_sent += len(chunk_indices)
+            if self.release_labels:  # read from the store a few thousand matches at a time
+                messages = released_labels(matches, self.element_ids, self.rows)
+                while (message := await asyncio.to_thread(next, messages, None)) is not None:
+                    await stream.send(Labels(*message))
+                    self.labels_sent += len(message[0])
         await stream.done_sending()
 
     async def read_all(self, stream: PeerStream) -> None:
@@ -254,6 +280,8 @@ class _Talk:
                 )
             elif isinstance(message, Blinded):
                 party.read_blinded(message.packed)
+                if party.blinded_pending > _PENDING_CHUNKS:
+                    await asyncio.to_thread(party.collect_blinded, _PENDING_CHUNKS // 2)
                 if self.progress:
                     self.progress("received", party.blinded_received, party.peer_size)
             elif isinstance(message, Evaluated):

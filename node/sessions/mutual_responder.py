@@ -24,15 +24,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 
 from crypto.errors import ProtocolError
 from crypto.groups import TAG_SIZE, get_suite
-from crypto.psi import DEFAULT_CHUNK_ELEMENTS, Mode, Responder
+from crypto.psi import DEFAULT_CHUNK_ELEMENTS, Matches, Mode, Responder
 from node.errors import InvalidInput
 from node.policy import SessionRequest, check_rate, check_set_size
 from node.sessions.answering import Answering, SharedList
 from node.sessions.blocking import settled, submit, succeeded
-from node.sessions.labels import LabelBook, label_chunks
+from node.sessions.labels import LabelBook, released_labels
 from node.sessions.messages import (
     Blinded,
     Evaluated,
@@ -43,7 +44,7 @@ from node.sessions.messages import (
     Reveal,
     Summary,
 )
-from node.sessions.records import SessionRecord, describe, hit_rows
+from node.sessions.records import SessionRecord, describe, hit_table
 from node.setup.config import PeerPolicy
 
 __all__ = ["answer_session"]
@@ -141,7 +142,7 @@ class _Answer:
         )
         self.party.read_hello(request.set_size)
         self.peer_labels = LabelBook()
-        self.matches: list[tuple[int, int]] = []
+        self.matches = Matches.none()
         self.labels_sent = 0
         self.y_b_sent = False
 
@@ -201,17 +202,21 @@ class _Answer:
         self.matches = await asyncio.to_thread(self.party.matches)
         if not self.policy.release_labels:
             return
-        indices, labels = LabelBook.of_matches(self.matches, self.shared.points.labels)
-        for chunk_indices, chunk_labels in label_chunks(indices, labels):
-            await self.stream.send(Labels(chunk_indices, chunk_labels))
-        self.labels_sent = len(indices)
+        # Read from the store a few thousand matches at a time.
+        messages = released_labels(self.matches, self.shared.points.element_ids, self._rows)
+        while (message := await asyncio.to_thread(next, messages, None)) is not None:
+            await self.stream.send(Labels(*message))
+            self.labels_sent += len(message[0])
+
+    def _rows(self, ids: Sequence[int]) -> list[tuple[str, str, str | None] | None]:
+        return self.node.store().element_rows(ids)  # the calling thread's connection
 
     async def _finish(self) -> None:
         points = self.shared.points
-        match_count = len({j for _, j in self.matches})
+        match_count = self.matches.shared
 
         def complete() -> None:  # O(matches) in Python: off the loop
-            hits = hit_rows(self.matches, points.refs, points.types, self.peer_labels)
+            hits = hit_table(self.matches, points.element_ids, self._rows, self.peer_labels)
             self.record.complete(
                 match_count,
                 self.request.set_size,

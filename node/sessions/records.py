@@ -7,7 +7,9 @@ transaction, with one notification outbox row per new hit and configured
 webhook) or `fail` (status `failed` and `session.failed` with a human
 reason). Refusals before a session exists are `audit_refusal`. A disclosure
 has one schema whichever side or mode: who, which peer, session, list,
-direction (sent or received) and how many labels.
+direction (sent or received) and how many labels. A session's hits are a
+`HitTable` (`hit_table`): packed, its matched records read from the store a few
+thousand at a time.
 
 Every function here blocks on SQLite: call it off the event loop.
 """
@@ -18,14 +20,19 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from array import array
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, overload
+
+import numpy as np
 
 from crypto.errors import CryptoError
+from crypto.psi import Matches
 from node.data import audit, outbox
 from node.errors import NodeError
 from node.sessions import observe
+from node.sessions.labels import ROWS_PER_READ, ElementRows
 from node.setup.context import NodeContext
 
 __all__ = [
@@ -34,7 +41,8 @@ __all__ = [
     "append_disclosure",
     "audit_refusal",
     "describe",
-    "hit_rows",
+    "hit_table",
+    "HitTable",
 ]
 
 log = logging.getLogger("blindmatch.sessions")
@@ -81,17 +89,77 @@ def audit_refusal(node: NodeContext, event: str, fields: Mapping[str, Any], reas
         append_audit(conn, node, event, {**fields, "reason": reason})
 
 
-def hit_rows(
-    matches: Sequence[tuple[int, int]],
-    refs: Sequence[str],
-    types: Sequence[str],
-    peer_labels: Mapping[int, str | None] | Any,
-) -> list[dict[str, Any]]:
-    """Hit rows of matched (position, peer index) pairs; `peer_labels.get(index)` gives a label."""
-    return [
-        {"ref": refs[pos], "type": types[pos], "peer_label": peer_labels.get(j)}
-        for pos, j in matches
-    ]
+class PeerLabels(Protocol):
+    """Where a peer's released labels are found by index (`LabelBook`)."""
+
+    def get(self, index: int) -> str | None: ...
+
+
+class HitTable(Sequence[dict[str, Any]]):
+    """A session's hits, packed: each one's ref and type, and the peer's index for its label.
+
+    A row is a dict {"ref", "type", "peer_label"} made when it is read, its label
+    from `peer_labels.get(index)`; the table itself holds no object per hit.
+    """
+
+    def __init__(self, peer_labels: PeerLabels) -> None:
+        self._refs = bytearray()  # UTF-8, one after another
+        self._ref_ends = array("q")
+        self._types: list[str] = []  # the few types seen; a hit holds its position here
+        self._type_codes = array("H")
+        self._indices = array("q")
+        self._peer_labels = peer_labels
+
+    def append(self, ref: str, type_: str, index: int) -> None:
+        """Adds a hit: our record's ref, the element's type, the peer's index of the element."""
+        self._refs += ref.encode()
+        self._ref_ends.append(len(self._refs))
+        try:
+            code = self._types.index(type_)
+        except ValueError:
+            code = len(self._types)
+            self._types.append(type_)
+        self._type_codes.append(code)
+        self._indices.append(index)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @overload
+    def __getitem__(self, i: int) -> dict[str, Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        if not -len(self) <= i < len(self):
+            raise IndexError("hit index out of range")
+        i %= len(self)
+        start = self._ref_ends[i - 1] if i else 0
+        return {
+            "ref": self._refs[start : self._ref_ends[i]].decode(),
+            "type": self._types[self._type_codes[i]],
+            "peer_label": self._peer_labels.get(self._indices[i]),
+        }
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+
+def hit_table(
+    matches: Matches, element_ids: np.ndarray, rows: ElementRows, peer_labels: PeerLabels
+) -> HitTable:
+    """The hits of matched (position, peer index) pairs, in position order (blocking: `rows`
+    reads our records from the store, a few thousand at a time). A record removed since the
+    session read its list is left out."""
+    table = HitTable(peer_labels)
+    for start in range(0, len(matches), ROWS_PER_READ):
+        stop = start + ROWS_PER_READ
+        records = rows(element_ids[matches.positions[start:stop]].tolist())
+        for j, record in zip(matches.indices[start:stop].tolist(), records, strict=True):
+            if record is not None:
+                table.append(record[0], record[1], j)
+    return table
 
 
 @dataclass
@@ -164,7 +232,8 @@ class SessionRecord:
         store = self.node.store()
         now = self.node.now()  # the node's clock, so that tests can pin first and last seen
         fields = self.fields(peer_set_size=peer_count, match_count=match_count, hits=len(hits))
-        with store.transaction() as conn:
+        # A large session's hits: their pages, and sorting them, stay out of memory.
+        with store.bounded_cache(), store.transaction() as conn:
             store.finish_session(
                 self.session_id,
                 "completed",

@@ -296,7 +296,8 @@ def test_operations_ingest_stores_events_and_windows(node: NodeConfig, tmp_path:
 
         # Sessions leave out records outside their window, judged at the time given.
         def refs(now: str) -> set[str]:
-            return set(store.list_points("ops", "x25519-blake3", now).refs)
+            ids = store.list_points("ops", "x25519-blake3", now).element_ids.tolist()
+            return {row[0] for row in store.element_rows(ids) if row}
 
         assert refs("2026-02-28T00:00:00+00:00") == {"E1", "E6"}
         assert refs("2026-03-05T00:00:00+00:00") == {"E1", "E2", "E6"}

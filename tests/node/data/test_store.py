@@ -74,9 +74,14 @@ def test_list_points_sessions_hits(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         points = store.list_points("w", "x25519-blake3")
         assert points.packed == b"X" * 32 + b"x" * 32 + b"Y" * 32
-        assert points.refs == ("r1", "r2", "r1")
-        assert points.types == ("iban", "imo", "phone")
-        assert points.labels == ("case 1", None, "case 1")
+        assert points.element_ids.tolist() == [1, 2, 3] and len(points) == 3
+        assert store.element_rows([1, 2, 3, 4, 3]) == [
+            ("r1", "iban", "case 1"),
+            ("r2", "imo", None),
+            ("r1", "phone", "case 1"),
+            None,  # no such element (removed since the list was read)
+            ("r1", "phone", "case 1"),
+        ]
         assert store.list_points("w", "ristretto255-sha512").packed[:32] == b"R" * 32
         with pytest.raises(NotFound, match="no list 'nope'"):
             store.list_points("nope", "x25519-blake3")
