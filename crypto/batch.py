@@ -6,7 +6,11 @@ processes. A `BatchRunner` splits a packed batch into slices, runs them on a
 in order; batches below `min_parallel` elements run in-process, where shipping
 them to a worker would cost more than it saves. The work functions are
 module-level and name the suite by string, so they pickle to any executor
-(a local process pool, or a Dask cluster's `client.get_executor()`).
+(a local process pool, or a Dask cluster's `client.get_executor()`); they take
+and return packed bytes, and are pure (same bytes in, same bytes out, no side
+effect), so an executor may run a slice again when a worker is lost. `workers`,
+the number of slices, may be a function asked at each batch: a cluster's
+thread count changes as workers come and go.
 
 `new_process_pool` starts all its workers before it returns. They ignore
 SIGINT, so Ctrl-C is the creating process's alone to handle, end at once on
@@ -156,11 +160,20 @@ class BatchRunner:
     """Runs batch group operations in-process or spread over an executor."""
 
     def __init__(
-        self, executor: Executor | None = None, workers: int | None = None, min_parallel: int = 256
+        self,
+        executor: Executor | None = None,
+        workers: int | Callable[[], int] | None = None,
+        min_parallel: int = 256,
     ) -> None:
         self.executor = executor
-        self.workers = workers or os.cpu_count() or 1
+        self._workers = workers
         self.min_parallel = min_parallel
+
+    @property
+    def workers(self) -> int:
+        """How many slices a batch is split into: the executor's workers (asked now)."""
+        count = self._workers() if callable(self._workers) else self._workers
+        return max(1, count or os.cpu_count() or 1)
 
     def submit_multiply(self, suite: str, scalar: bytes, points: bytes) -> Future[bytes]:
         """Starts multiplying packed `points` by `scalar`; the future yields packed points."""

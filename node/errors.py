@@ -15,6 +15,7 @@
     ├── Incompatible        a peer speaking another protocol version or suite
     │   └── StaleEpoch      a screening query against a rotated epoch or changed list
     ├── StoreBusy           the store is locked by another writer for longer than its timeout
+    ├── ExecutorUnavailable the Dask scheduler cannot be reached, went away, or lost a batch
     ├── Stalled             the other side of a stream sent nothing for `idle_seconds`
     ├── Interrupted         the operator stopped the command (Ctrl-C) or the node is stopping
     ├── PeerError           a peer failed, refused or answered something unusable
@@ -53,6 +54,7 @@ __all__ = [
     "StaleEpoch",
     "Stalled",
     "StoreBusy",
+    "ExecutorUnavailable",
     "Interrupted",
 ]
 
@@ -144,6 +146,10 @@ class StaleEpoch(Incompatible):
 
 class StoreBusy(NodeError):
     """The store stayed locked by another writer for longer than its busy timeout."""
+
+
+class ExecutorUnavailable(NodeError):
+    """The Dask cluster that runs the node's batches cannot be reached or stopped answering."""
 
 
 class Stalled(NodeError):

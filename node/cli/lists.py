@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from node.cli.common import (
     Subparsers,
@@ -14,15 +15,18 @@ from node.cli.common import (
     print_json,
 )
 from node.cli.progress import Bars, wanted
+from node.cli.sessions import add_executor_option
 from node.cli.tables import format_table
-from node.data import audit, erasure
+from node.data import erasure
 from node.data.identifiers import COLUMN_GUIDE
-from node.data.ingest import IngestResult, ingest_file
 from node.data.store import KINDS, Store
 from node.errors import IngestRejected
 from node.setup.config import (
     NodeConfig,
 )
+
+if TYPE_CHECKING:
+    from node.data.ingest import IngestResult
 
 _MAX_REJECTS_SHOWN = 50
 
@@ -67,6 +71,7 @@ def add_ingest(subparsers: Subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--operator", default="", help="who runs the ingest (for the audit log)")
+    add_executor_option(p)
     p.set_defaults(func=_cmd_ingest)
 
 
@@ -89,10 +94,15 @@ def _print_ingest(result: IngestResult, as_json: bool, error: Exception | None =
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from node.data import audit
+    from node.data.ingest import IngestResult, ingest_file
+    from node.setup.executor import cluster_executor
+
     config = NodeConfig.load(args.node_dir)
     key = audit.load_signing_key(config.audit_key)
     operator = operator_name(args)
     with (
+        cluster_executor(config, args.executor) as executor,  # None: a local pool if it pays
         Store.open(config.store_path) as store,
         Bars(args.list_name, enabled=wanted(args.json)) as bars,
     ):
@@ -112,6 +122,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
                 sheet=args.sheet,
                 retain_days=args.retain_days,
                 operator=operator,
+                executor=executor,
                 on_progress=lambda done, rows: bars.fraction("read", done, f"{rows:,} rows"),
             )
         except IngestRejected as exc:

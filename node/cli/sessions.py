@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import logging
 from pathlib import Path
 
 from node.cli.common import (
     Subparsers,
     operator_name,
-    print_json,
 )
 from node.cli.progress import Bars, wanted
 from node.cli.tables import format_table
@@ -28,10 +25,24 @@ def add_serve(subparsers: Subparsers) -> None:
     p.add_argument(
         "--workers", type=int, default=1, help="server processes sharing the port (default 1)"
     )
+    add_executor_option(p)
     p.set_defaults(func=_cmd_serve)
 
 
+def add_executor_option(p: argparse.ArgumentParser) -> None:
+    """`--executor local|dask://HOST:PORT|dask+tls://HOST:PORT` (overrides node.toml's)."""
+    p.add_argument(
+        "--executor",
+        metavar="local|dask://HOST:PORT",
+        help="where batches of hashing and multiplication run: local (a process pool), or a "
+        "Dask scheduler, dask://HOST:PORT or dask+tls://HOST:PORT (docs/DASK.md); default: "
+        "node.toml's executor, else local",
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
     from node.api.metrics_dir import metrics_directory  # before prometheus-client is imported
     from node.setup.config import NodeConfig
     from node.setup.lock import serving
@@ -63,7 +74,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             stack.callback(api.close)
             jobs.append(api_job(api))
         try:
-            serve(str(args.node_dir), workers=args.workers, jobs=jobs)
+            serve(str(args.node_dir), workers=args.workers, jobs=jobs, executor=args.executor)
         except OSError as exc:
             raise ConfigError(str(exc)) from None
     return 0
@@ -83,19 +94,26 @@ def add_match(subparsers: Subparsers) -> None:
     p.add_argument("--operator", help="who runs the check (default: the OS user)")
     p.add_argument("--timeout", type=float, default=600.0, help="deadline in seconds")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_executor_option(p)
     p.set_defaults(func=_cmd_match)
 
 
 def _cmd_match(args: argparse.Namespace) -> int:
-    from crypto.batch import BatchRunner, new_process_pool
-    from node.sessions.results import MatchResult
-    from node.setup.context import NodeContext
+    import asyncio
 
-    pool = new_process_pool()  # forked before any gRPC object exists
+    from node.sessions.results import MatchResult
+    from node.setup.config import NodeConfig
+    from node.setup.context import NodeContext
+    from node.setup.executor import executor_choice, open_runner
+
+    config = NodeConfig.load(args.node_dir)
+    # Forked (local) or connected (Dask) before any gRPC object exists. A Dask scheduler that
+    # cannot be reached fails the session at its first batch, recorded and audited.
+    pool, runner = open_runner(config, executor_choice(config, args.executor), strict=False)
     try:
         from node.rpc.client import match
 
-        node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        node = NodeContext.load(args.node_dir, runner)
         bars = Bars(f"{args.mode} with {args.peer}", enabled=wanted(args.json))
 
         async def session() -> MatchResult:
@@ -123,7 +141,9 @@ def _cmd_match(args: argparse.Namespace) -> int:
     finally:
         pool.shutdown(cancel_futures=True)
     if args.json:
-        print_json(result.to_json())
+        import sys
+
+        result.write_json(sys.stdout)  # what print_json prints, a thousand matches at a time
         return 0
     print(
         f"session {result.session_id} with {result.peer} ({result.mode}, {result.suite}): "

@@ -59,7 +59,7 @@ def _cmd_config_set(args: argparse.Namespace) -> int:
     print(f"{args.key}: {before!r} -> {after!r} in {config.config_path}")
     if args.key in ("region", "date_order"):
         print("applies to ingests from now on; lists already stored keep their elements")
-    elif args.key in ("max_sessions", "grace_seconds", "api_listen", "api_tls"):
+    elif args.key in ("max_sessions", "grace_seconds", "api_listen", "api_tls", "executor"):
         print("a running 'blindmatch serve' applies this after a restart")
     else:
         print("a running 'blindmatch serve' applies it within seconds")

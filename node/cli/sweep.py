@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 from node.cli.common import PROG, Subparsers, operator_name, print_json
 from node.cli.progress import Bars, wanted
+from node.cli.sessions import add_executor_option
 
 
 def add_sweep(subparsers: Subparsers) -> None:
@@ -49,22 +49,29 @@ def add_sweep(subparsers: Subparsers) -> None:
         action="store_true",
         help='print [{"list", "peer", "session_id", "match_count", "error"}] at the end',
     )
+    add_executor_option(p)
     p.set_defaults(func=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from crypto.batch import BatchRunner, new_process_pool
+    import asyncio
+
     from node.errors import ConfigError
+    from node.setup.config import NodeConfig
     from node.setup.context import NodeContext
+    from node.setup.executor import executor_choice, open_runner
 
     if args.timeout <= 0:
         raise ConfigError("--timeout must be a positive number of seconds")
-    pool = new_process_pool()  # forked before any gRPC object exists
+    config = NodeConfig.load(args.node_dir)
+    # Forked (local) or connected (Dask) before any gRPC object exists. A Dask scheduler that
+    # cannot be reached fails each session at its first batch, recorded and audited.
+    pool, runner = open_runner(config, executor_choice(config, args.executor), strict=False)
     try:
         from node.jobs.sweeps import Pair, SweepResult, sweep
         from node.sessions.results import Progress
 
-        node = NodeContext.load(args.node_dir, BatchRunner(pool))
+        node = NodeContext.load(args.node_dir, runner)
         bars = Bars("sweep", enabled=wanted(args.json))
         done: list[SweepResult] = []
 

@@ -11,7 +11,12 @@ served as streams), so every refusal is audited, even of a request gRPC itself
 refused. Every read and write of a stream is bounded by `idle_seconds`; a
 stream that ends under its handler is a typed error, never one of grpc's
 classes. CPU batches run on the process pool, forked before any gRPC object
-exists (`crypto.batch.new_process_pool`), and SQLite in the loop's thread pool.
+exists (`crypto.batch.new_process_pool`), or on a Dask cluster (`executor` in
+node.toml or `--executor`: each serving process connects its own client, after
+the fork; `node.setup.executor`), and SQLite in the loop's thread pool. A Dask
+scheduler that cannot be reached when `serve` starts stops it at once, with an
+error; one that goes away later fails the sessions that need it (recorded,
+audited, the peer told UNAVAILABLE) until it is back.
 
 On SIGTERM or SIGINT the health service says NOT_SERVING, calls in flight get
 `grace_seconds` to finish and are then cancelled (and recorded as failed), and
@@ -49,7 +54,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from crypto.batch import BatchRunner, new_process_pool
+from crypto.batch import BatchRunner
 from node.errors import (
     CertificateRevoked,
     ConfigError,
@@ -71,6 +76,7 @@ from node.sessions.screen_responder import answer_fetch, answer_screen
 from node.setup import pki
 from node.setup.config import NodeConfig
 from node.setup.context import NodeContext
+from node.setup.executor import executor_choice, open_runner, probe
 from node.setup.lock import serve_lock
 
 __all__ = ["serve"]
@@ -400,31 +406,43 @@ def _warn_if_expiring(info: pki.CertificateInfo) -> None:
         )
 
 
-def _serve_process(node_dir: Path, reuse_port: bool, jobs: Sequence[Job]) -> None:
-    pool = new_process_pool()  # forked now: before any gRPC object exists in this process
+def _serve_process(node_dir: Path, reuse_port: bool, jobs: Sequence[Job], executor: str) -> None:
+    # A pool is forked now, before any gRPC object exists in this process; a Dask client
+    # (threads, no fork) is this process's own.
+    config = NodeConfig.load(node_dir)
+    pool, runner = open_runner(config, executor, reconnect=True)
     try:
-        node = NodeContext.load(node_dir, BatchRunner(pool))
+        node = NodeContext.load(node_dir, runner)
         asyncio.run(_serve(node, reuse_port, jobs))
     finally:
         pool.shutdown(cancel_futures=True)
 
 
-def serve(node_dir: str | os.PathLike[str], workers: int = 1, jobs: Sequence[Job] = ()) -> None:
+def serve(
+    node_dir: str | os.PathLike[str],
+    workers: int = 1,
+    jobs: Sequence[Job] = (),
+    executor: str | None = None,
+) -> None:
     """Serves until SIGTERM/SIGINT, draining calls in flight; `workers` processes share the port.
 
     Each serving process also runs `jobs` (`node.jobs`: what a node does on its
-    own) on its event loop, and cancels them when it stops.
+    own) on its event loop, and cancels them when it stops. `executor` overrides
+    node.toml's (`--executor`).
     """
     node_dir = Path(node_dir)
-    # Fail fast, with a clear error, before forking: no node, no certificate, an unusable CRL.
+    # Fail fast, with a clear error, before forking: no node, no certificate, an unusable CRL,
+    # a Dask scheduler that does not answer (probed without starting a thread).
     node = NodeContext.load(node_dir, BatchRunner())
     pki.require_certificate(node.config)
     pki.RevocationList.load(node.config.crl)
+    choice = executor_choice(node.config, executor)
+    probe(node.config, choice)
     with serve_lock(node_dir):
         if workers <= 1:
-            _serve_process(node_dir, reuse_port=False, jobs=jobs)
+            _serve_process(node_dir, reuse_port=False, jobs=jobs, executor=choice)
             return
-        children = [_fork_worker(node_dir, jobs) for _ in range(workers)]
+        children = [_fork_worker(node_dir, jobs, choice) for _ in range(workers)]
 
         def forward(signum: int, _frame: object) -> None:
             for child in children:
@@ -437,7 +455,7 @@ def serve(node_dir: str | os.PathLike[str], workers: int = 1, jobs: Sequence[Job
             os.waitpid(child, 0)
 
 
-def _fork_worker(node_dir: Path, jobs: Sequence[Job]) -> int:
+def _fork_worker(node_dir: Path, jobs: Sequence[Job], executor: str) -> int:
     """Forks one serving process (before any gRPC object exists); it dies with this one."""
     parent = os.getpid()
     pid = os.fork()
@@ -448,7 +466,10 @@ def _fork_worker(node_dir: Path, jobs: Sequence[Job]) -> int:
         ctypes.CDLL(None, use_errno=True).prctl(1, PARENT_GONE)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the line above
             os._exit(0)
-        _serve_process(node_dir, reuse_port=True, jobs=jobs)
+        _serve_process(node_dir, reuse_port=True, jobs=jobs, executor=executor)
+    except NodeError as exc:  # e.g. the Dask scheduler went away while it started: one line
+        log.error("server worker failed: %s", " ".join(str(exc).split()))
+        code = 1
     except BaseException:
         log.exception("server worker failed")
         code = 1

@@ -26,6 +26,12 @@ A node directory holds::
     api_listen = "127.0.0.1:0"       # the local HTTP API (docs/API.md); port 0: any free one;
                                      # "" turns it off
     api_tls = false                  # serve the API over HTTPS with the node's certificate
+    executor = "local"               # where batches run: "local" (a process pool) or a Dask
+                                     # scheduler, "dask://HOST:PORT" or "dask+tls://HOST:PORT"
+    [executor_tls]                   # for dask+tls:// (docs/DASK.md); relative to NODE_DIR
+    ca = "tls/dask/ca.crt"
+    cert = "tls/dask/node.crt"
+    key = "tls/dask/node.key"
     [[notify.webhook]]               # new hits are POSTed here (docs/NOTIFICATIONS.md)
     url = "https://cases.customs.example/blindmatch"
     secret = "..."                   # signs each delivery (HMAC-SHA256); never shown
@@ -71,6 +77,8 @@ from node.errors import ConfigError, InvalidInput
 __all__ = [
     "CONFIG_FILE",
     "DEFAULT_MODES",
+    "EXECUTOR_FORMS",
+    "ExecutorTLS",
     "MODES",
     "NodeConfig",
     "PeerPolicy",
@@ -80,6 +88,7 @@ __all__ = [
     "check_address",
     "check_api_listen",
     "check_agency",
+    "check_executor",
     "with_option",
     "with_peer",
     "without_peer",
@@ -106,6 +115,10 @@ DEFAULT_API_LISTEN = "127.0.0.1:0"
 """The local API on loopback, on a port free when `serve` starts (its log names it)."""
 NOTIFY_RETRY_SECONDS = (2, 1, 600)
 """Default, lowest and highest `notify_retry_seconds`: the first retry of a failed delivery."""
+EXECUTOR_FORMS = "local, dask://HOST:PORT or dask+tls://HOST:PORT"
+"""What `executor` (node.toml) and `--executor` accept, for error messages and help."""
+_DASK_SCHEMES = {"dask": "tcp", "dask+tls": "tls"}
+"""Executor URL scheme -> the Dask comm protocol of the scheduler's address."""
 T = TypeVar("T")
 
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{1,62}")
@@ -144,6 +157,58 @@ def check_address(address: str, where: str = "address") -> tuple[str, int]:
             f"{where}: {address!r} is not HOST:PORT (e.g. 127.0.0.1:50051 or [::1]:50051)"
         )
     return host, int(port)
+
+
+def check_executor(value: str, where: str = "executor") -> str | None:
+    """The Dask scheduler address (`tcp://HOST:PORT` or `tls://HOST:PORT`) of an executor
+    setting, or None for "local"; raises ConfigError naming `where` and the accepted forms."""
+    if value == "local":
+        return None
+    scheme, sep, rest = value.partition("://") if isinstance(value, str) else ("", "", "")
+    host, colon, port = rest.rpartition(":")
+    bare = host.strip("[]")
+    if (
+        scheme not in _DASK_SCHEMES
+        or not sep
+        or not colon
+        or not bare
+        or any(c in bare for c in "/?#@ ")
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        raise ConfigError(
+            f"{where}: {value!r} is not an executor; use {EXECUTOR_FORMS} (a Dask scheduler, "
+            "e.g. dask://10.0.0.5:8786; see docs/DASK.md)"
+        )
+    return f"{_DASK_SCHEMES[scheme]}://{host}:{int(port)}"
+
+
+@dataclass(frozen=True)
+class ExecutorTLS:
+    """`[executor_tls]`: the files of the node's TLS identity towards a Dask cluster
+    (`dask+tls://`): the cluster's CA, and this node's certificate and key, each a path
+    relative to the node directory or absolute."""
+
+    ca: str
+    cert: str
+    key: str
+
+    def to_toml(self) -> dict[str, str]:
+        """Returns the table as written in node.toml."""
+        return {"ca": self.ca, "cert": self.cert, "key": self.key}
+
+    def paths(self, node_dir: Path) -> tuple[Path, Path, Path]:
+        """(ca, cert, key) resolved against `node_dir`."""
+        return (node_dir / self.ca, node_dir / self.cert, node_dir / self.key)
+
+    def __post_init__(self) -> None:
+        for name in ("ca", "cert", "key"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(
+                    f"[executor_tls] {name} must be the path of a PEM file (relative to the "
+                    f"node directory or absolute), got {value!r}"
+                )
 
 
 @dataclass(frozen=True)
@@ -296,6 +361,8 @@ class NodeConfig:
     notify_retry_seconds: int = NOTIFY_RETRY_SECONDS[0]
     api_listen: str = DEFAULT_API_LISTEN
     api_tls: bool = False
+    executor: str = "local"
+    executor_tls: ExecutorTLS | None = None
     webhooks: tuple[Webhook, ...] = ()
     screen_targets: tuple[ScreenTarget, ...] = ()
     peers: Mapping[str, PeerPolicy] = field(default_factory=lambda: MappingProxyType({}))
@@ -370,6 +437,8 @@ class NodeConfig:
             "notify_retry_seconds": self.notify_retry_seconds,
             "api_listen": self.api_listen,
             "api_tls": self.api_tls,
+            "executor": self.executor,
+            **({"executor_tls": self.executor_tls.to_toml()} if self.executor_tls else {}),
             **(
                 {"notify": {"webhook": [w.to_toml() for w in self.webhooks]}}
                 if self.webhooks
@@ -428,6 +497,12 @@ class NodeConfig:
         check_api_listen(self.api_listen, f"{where}: api_listen")
         if not isinstance(self.api_tls, bool):
             raise ConfigError(f"{where}: api_tls must be true or false, got {self.api_tls!r}")
+        scheduler = check_executor(self.executor, f"{where}: executor")
+        if scheduler and scheduler.startswith("tls://") and self.executor_tls is None:
+            raise ConfigError(
+                f"{where}: executor {self.executor} needs an [executor_tls] table with ca, cert "
+                "and key (the Dask cluster's CA, this node's certificate and key; docs/DASK.md)"
+            )
         urls = [w.url for w in self.webhooks]
         for url in sorted({u for u in urls if urls.count(u) > 1}):
             raise ConfigError(
@@ -478,6 +553,8 @@ class NodeConfig:
             "notify_retry_seconds",
             "api_listen",
             "api_tls",
+            "executor",
+            "executor_tls",
             "notify",
             "screen",
             "peers",
@@ -519,6 +596,8 @@ class NodeConfig:
             ),
             api_listen=_get(data, "api_listen", str, str(path), DEFAULT_API_LISTEN),
             api_tls=_get(data, "api_tls", bool, str(path), False),
+            executor=_get(data, "executor", str, str(path), "local"),
+            executor_tls=_executor_tls_from_table(data, str(path)),
             webhooks=_webhooks_from_table(data, str(path)),
             screen_targets=_screen_targets_from_table(data, str(path)),
             peers=MappingProxyType(peers),
@@ -543,6 +622,25 @@ def _peer_from_table(name: str, table: Mapping[str, Any], where: str) -> PeerPol
         max_concurrent=_get(table, "max_concurrent", int, where, 4),
         screen_budget_per_day=_get(table, "screen_budget_per_day", int, where, 100_000),
     )
+
+
+def _executor_tls_from_table(data: Mapping[str, Any], path: str) -> ExecutorTLS | None:
+    """The `[executor_tls]` table of node.toml, if any (ConfigError naming what is wrong)."""
+    if "executor_tls" not in data:
+        return None
+    where = f"{path}: [executor_tls]"
+    table = _get(data, "executor_tls", dict, path)
+    fields = {"ca", "cert", "key"}
+    _no_unknown(table, fields, where)
+    for key in sorted(fields - set(table)):
+        raise ConfigError(
+            f"{where}: missing key {key!r} (ca: the Dask cluster's CA certificate; cert, key: "
+            "this node's certificate and key for the cluster; see docs/DASK.md)"
+        )
+    try:
+        return ExecutorTLS(*(_get(table, name, str, where) for name in ("ca", "cert", "key")))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _webhooks_from_table(data: Mapping[str, Any], path: str) -> tuple[Webhook, ...]:
@@ -689,6 +787,9 @@ SETTABLE: Mapping[str, str] = MappingProxyType(
         "log; '' turns the API off); applies after a restart",
         "api_tls": "true to serve the API over HTTPS with the node's certificate; applies after "
         "a restart",
+        "executor": f"where batches of hashing and multiplication run: {EXECUTOR_FORMS} "
+        "(a Dask cluster, docs/DASK.md); commands' --executor overrides it; serve applies it "
+        "after a restart",
     }
 )
 """Top-level node.toml keys `blindmatch config set` may change, with what each means."""
