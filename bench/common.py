@@ -49,6 +49,7 @@ __all__ = [
     "served",
     "shared_runner",
     "stopwatch",
+    "tree_cpu_seconds",
     "x25519_floor",
 ]
 
@@ -350,6 +351,22 @@ def _tree(root: int) -> set[int]:
         grown = bool(more)
         tree |= more
     return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds used so far by the process `root` and its live descendants (user and
+    system; NaN where /proc is missing)."""
+    if not os.path.isdir("/proc"):
+        return float("nan")
+    total = 0.0
+    for pid in _tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _HZ
+    return total
 
 
 def _raise_peaks(pids: set[int], peaks: dict[int, int]) -> None:

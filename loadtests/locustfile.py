@@ -1,4 +1,4 @@
-"""Locust users that load a node with real sessions: the node's gRPC protocol, mTLS, real crypto.
+"""Locust users that load a node with real sessions (gRPC, mTLS, real crypto) and through its API.
 
 Each `NodeUser` is the load-generator node (LOAD_NODE_DIR, e.g. customs-nl):
 it opens one mTLS channel with that node's certificate and, in a closed loop,
@@ -33,6 +33,15 @@ or aborted it with ABORTED after its idle_seconds (response length 1); any
 other status, an answered session or no end within LOAD_STALLED_TIMEOUT is a
 failure.
 
+An `AgencyUser` (`loadtests.agency_user`, imported here) is the target's own
+agency: with an analyst's bearer token (LOAD_API_TOKEN) it screens one
+identifier or a batch of up to 20 through ``POST /v1/screen`` on the target's
+local HTTP API (LOAD_API_URL: ``--host`` here is the gRPC address), which the
+target answers from its ``[[screen.target]]`` partner's encoded set in memory;
+each query is one request ``"api screen 1"`` or ``"api screen 2-20"``, its
+answer checked. It needs no gRPC; without LOAD_API_TOKEN it is off. Its own
+LOAD_API_* variables are in its module.
+
 Environment (weights are relative; 0 turns a scenario off):
 
     LOAD_NODE_DIR          the generator's node directory (required)
@@ -50,6 +59,7 @@ Environment (weights are relative; 0 turns a scenario off):
                            (default 2 with LOAD_STALLED_NODE_DIR, else 0)
     LOAD_STALLED_TIMEOUT   seconds a stalled stream waits for the target to end it
                            (default 60; keep it above the target's idle_seconds)
+    LOAD_WEIGHT_API        weight of agency API users (default 2 with LOAD_API_TOKEN, else 0)
 """
 
 from __future__ import annotations
@@ -70,6 +80,7 @@ from locust.exception import StopUser  # noqa: E402
 from crypto.batch import BatchRunner  # noqa: E402
 from crypto.groups import ELEMENT_SIZE  # noqa: E402
 from loadtests import driver  # noqa: E402
+from loadtests.agency_user import AgencyUser  # noqa: E402, F401 (a user class locust runs)
 from node.errors import PeerError, StaleEpoch  # noqa: E402
 from node.sessions.screen_initiator import OwnList, own_list  # noqa: E402
 from node.setup.config import NodeConfig  # noqa: E402
