@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence, Sized
 from typing import Protocol
 
 import blake3
-import rbcl
 from nacl import bindings as sodium
 
 from crypto import oprf
+from crypto._rbcl import rbcl
 from crypto.errors import InvalidElement, InvalidScalar, UnsupportedOperation
 
 __all__ = [

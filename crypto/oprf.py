@@ -56,8 +56,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterable, Sequence
 
-import rbcl
-
+from crypto._rbcl import rbcl
 from crypto.errors import (
     InvalidElement,
     InvalidScalar,

@@ -181,12 +181,8 @@ def bytecode_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def temp_files_of_the_run() -> Iterator[None]:
-    """Gives the run's processes a temp directory of their own (TMPDIR), removed at its end.
-
-    Every process that imports rbcl (crypto.groups: nearly every `blindmatch` call
-    and pool worker) writes a 2.7 MB copy of libsodium to the temp directory and
-    never removes it; thousands of calls would leave gigabytes in /tmp.
-    """
+    """Gives the run's processes a temp directory of their own (TMPDIR), removed at its end:
+    what a process a test kills leaves there goes with the run, not into /tmp."""
     temp = tempfile.mkdtemp(prefix="blindmatch-tests-")  # short: AF_UNIX paths go in it
     os.environ["TMPDIR"] = temp
     yield
