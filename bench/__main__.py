@@ -11,7 +11,7 @@ import sys
 
 from bench.common import shared_runner, shutdown_shared_runner
 
-SECTIONS = ["psi", "ingest", "screening", "federation", "load", "hits", "sweeps", "api"]
+SECTIONS = ["psi", "ingest", "screening", "federation", "load", "hits", "sweeps", "api", "scale"]
 
 
 def main(argv: list[str]) -> None:

@@ -25,8 +25,10 @@ each side beyond the process's baseline:
 Pool workers hold only the batches in flight; their peaks are reported beside. The time is
 the whole `match` command's; the crypto floor is 4n X25519 multiplications with every core
 busy, at the faster implementation's rate, sampled before and after the session in the
-same run (`bench.common.x25519_floor`). BENCH_SCALE_EXECUTOR (default ``local``) is passed
-to `serve` and `match` as ``--executor`` when it is not ``local``.
+same run (`bench.common.x25519_floor`). Then the same session again with both nodes'
+batches on a Dask LocalCluster of BENCH_SCALE_DASK_WORKERS (default 2) single-threaded
+worker processes on this machine (``--executor dask://127.0.0.1:PORT`` on `serve` and
+`match`), against the pool.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from node.data.store import Store, utc_now
 __all__ = ["ScaleRun", "fill_list", "main", "scale_federation", "scale_session"]
 
 N = int(os.environ.get("BENCH_SCALE_N", "1000000"))
-EXECUTOR = os.environ.get("BENCH_SCALE_EXECUTOR", "local")
+DASK_WORKERS = int(os.environ.get("BENCH_SCALE_DASK_WORKERS", "2"))
 LIST = "scale"
 WARM_LIST = "warm"
 INITIATOR, RESPONDER = "customs-nl", "police-nl"
@@ -186,17 +188,11 @@ def _hwm_kib(pid: int) -> int:
         return 0
 
 
-def _executor_args() -> list[str]:
-    return [] if EXECUTOR == "local" else ["--executor", EXECUTOR]
-
-
 @contextmanager
-def _served(node_dir: Path, log_dir: Path) -> Iterator[int]:
+def _served(node_dir: Path, log_dir: Path, executor: str) -> Iterator[int]:
     """`blindmatch serve` of the responder until the block ends; yields its serving pid."""
     log_path = log_dir / f"{node_dir.name}.serve.log"
-    if EXECUTOR != "local":  # loadtests.run.serve has no executor option: start it here
-        raise SystemExit("BENCH_SCALE_EXECUTOR: `serve --executor` is not wired in yet")
-    process = serve(node_dir, 1, log_path=log_path)
+    process = serve(node_dir, 1, log_path=log_path, executor=executor)
     try:
         (pid,) = serving_pids(log_path)
         yield pid
@@ -204,11 +200,13 @@ def _served(node_dir: Path, log_dir: Path) -> Iterator[int]:
         stop(process)
 
 
-def _match(node_dir: Path, list_name: str, out_dir: Path) -> tuple[float, int, int, int]:
+def _match(
+    node_dir: Path, list_name: str, out_dir: Path, executor: str
+) -> tuple[float, int, int, int]:
     """`blindmatch match --json` of `list_name`: seconds, matches, its peak and its workers'."""
     args = [
         "match", str(node_dir), "--peer", RESPONDER, "--list", list_name, "--mode", "mutual",
-        "--purpose", "scale benchmark", "--timeout", "3600", "--json", *_executor_args(),
+        "--purpose", "scale benchmark", "--timeout", "3600", "--json", "--executor", executor,
     ]  # fmt: skip
     command = run_cli(args, out_dir, timeout=3600)
     if command.returncode != 0:
@@ -222,14 +220,17 @@ def _match(node_dir: Path, list_name: str, out_dir: Path) -> tuple[float, int, i
     )
 
 
-def scale_session(root: Path, initiator: Path, responder: Path, n: int) -> ScaleRun:
-    """Serves the responder, warms it with a ``warm`` session, then measures a ``scale`` one."""
-    with _served(responder, root) as pid:
-        _, _, initiator_baseline, _ = _match(initiator, WARM_LIST, root)
+def scale_session(
+    root: Path, initiator: Path, responder: Path, n: int, executor: str = "local"
+) -> ScaleRun:
+    """Serves the responder, warms it with a ``warm`` session, then measures a ``scale`` one;
+    both nodes run their batches on `executor` (``local``, or ``dask://HOST:PORT``)."""
+    with _served(responder, root, executor) as pid:
+        _, _, initiator_baseline, _ = _match(initiator, WARM_LIST, root, executor)
         time.sleep(0.5)  # the responder records its side after the summary it sent
         responder_baseline = _hwm_kib(pid)
         workers = _children(pid)
-        seconds, found, initiator_peak, initiator_workers = _match(initiator, LIST, root)
+        seconds, found, initiator_peak, initiator_workers = _match(initiator, LIST, root, executor)
         time.sleep(0.5)
         responder_peak = _hwm_kib(pid)
         responder_workers = max((_hwm_kib(w) for w in workers), default=0)
@@ -246,60 +247,99 @@ def scale_session(root: Path, initiator: Path, responder: Path, n: int) -> Scale
     )
 
 
+@contextmanager
+def _dask_cluster(directory: Path) -> Iterator[str]:
+    """A Dask LocalCluster on loopback (DASK_WORKERS worker processes, one thread each, no
+    dashboard) for the block; yields the executor that names its scheduler."""
+    import dask
+    from distributed import LocalCluster
+
+    directory.mkdir()
+    with (
+        dask.config.set({"temporary-directory": str(directory)}),
+        LocalCluster(
+            n_workers=DASK_WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            local_directory=str(directory),
+        ) as cluster,
+    ):
+        yield "dask://" + str(cluster.scheduler_address).removeprefix("tcp://")
+
+
+def _row(name: str, run: ScaleRun, floor: float, pool: ScaleRun | None) -> list[object]:
+    mib = 1024
+    return [
+        name,
+        run.seconds,
+        f"{run.seconds / floor:.2f}x",
+        f"{run.seconds / pool.seconds:.2f}x" if pool else "1x",
+        f"{run.initiator_per_element:.0f} B "
+        f"({(run.initiator_kib - run.initiator_baseline_kib) / mib:.0f} MiB over "
+        f"{run.initiator_baseline_kib / mib:.0f})",
+        f"{run.responder_per_element:.0f} B "
+        f"({(run.responder_kib - run.responder_baseline_kib) / mib:.0f} MiB over "
+        f"{run.responder_baseline_kib / mib:.0f})",
+        f"{run.initiator_workers_kib / mib:.0f} / {run.responder_workers_kib / mib:.0f} MiB",
+    ]
+
+
 def main() -> None:
-    """Runs the scale benchmark and prints its table."""
+    """Runs the scale benchmark (the process pool, then a Dask LocalCluster) and prints it."""
     runner = shared_runner()
     with tempfile.TemporaryDirectory(prefix="blindmatch-bench-scale-") as tmp:
         root = Path(tmp)
         initiator, responder = scale_federation(root, N)
         before = x25519_floor(runner)
-        run = scale_session(root, initiator, responder, N)
+        pool = scale_session(root, initiator, responder, N)
+        middle = x25519_floor(runner)
+        with _dask_cluster(root / "dask") as executor:
+            dask = scale_session(root, initiator, responder, N, executor)
         after = x25519_floor(runner)
-    if run.matches != N - N // 2:
-        raise SystemExit(f"scale: {run.matches} matches, expected {N - N // 2}")
-    sampled = before.averaged(after)
-    floor = 4 * N * sampled.seconds
-    mib = 1024
-    rows: list[list[object]] = [
-        [
-            "`blindmatch match` (CLI, start-up included)",
-            run.seconds,
-            f"{run.seconds / floor:.2f}x",
-            f"initiator {run.initiator_per_element:.0f} B "
-            f"({(run.initiator_kib - run.initiator_baseline_kib) / mib:.0f} MiB over "
-            f"{run.initiator_baseline_kib / mib:.0f})",
-            f"responder {run.responder_per_element:.0f} B "
-            f"({(run.responder_kib - run.responder_baseline_kib) / mib:.0f} MiB over "
-            f"{run.responder_baseline_kib / mib:.0f})",
-            f"{run.initiator_workers_kib / mib:.0f} / {run.responder_workers_kib / mib:.0f} MiB",
-        ],
-        [
-            f"crypto floor: 4n X25519 on {CORES} busy cores ({sampled.implementation})",
-            floor,
-            "1x",
-            "",
-            "",
-            "",
-        ],
-    ]
+    for run in (pool, dask):
+        if run.matches != N - N // 2:
+            raise SystemExit(f"scale: {run.matches} matches, expected {N - N // 2}")
+    pool_floor = 4 * N * before.averaged(middle).seconds
+    dask_floor = 4 * N * middle.averaged(after).seconds
     print_table(
         f"Scale: mutual, two served nodes over mTLS, {N:,} x {N:,}, half overlap, labels "
-        f"released both ways, executor {EXECUTOR}, {CORES} cores",
+        f"released both ways, {CORES} cores",
         [
-            "run",
+            "run (the whole `blindmatch match`, start-up included)",
             "seconds",
             "vs crypto floor",
+            "vs process pool",
             "initiator peak / element",
             "responder peak / element",
             "pool worker peak (I / R)",
         ],
-        rows,
+        [
+            _row("process pool (the default)", pool, pool_floor, None),
+            _row(
+                f"Dask LocalCluster, {DASK_WORKERS} worker processes x 1 thread",
+                dask,
+                dask_floor,
+                pool,
+            ),
+            [
+                f"crypto floor: 4n X25519 on {CORES} busy cores ({before.implementation})",
+                pool_floor,
+                "1x",
+                "",
+                "",
+                "",
+                "",
+            ],
+        ],
     )
     print(
-        f"{run.matches:,} matches. Peaks are VmHWM beyond each process's baseline: the "
+        f"{pool.matches:,} matches each. Peaks are VmHWM beyond each process's baseline: the "
         "initiator's `match` against the same command on a one-element list; the "
-        "responder's `serve` after the session against after a one-element session. "
-        f"Floor: {sampled.describe()}, the mean of samples before and after the session.",
+        "responder's `serve` after the session against after a one-element session (with "
+        "Dask, the cluster's workers are not the node's processes: not counted). Floor: "
+        f"{before.describe()}, averaged with the samples after each run.",
         flush=True,
     )
 

@@ -3,7 +3,8 @@
 On import, rbcl writes its bundled libsodium to a new temporary file, loads it
 from there and never removes it: 2.7 MB in the temp directory for every process
 that imports it (every `blindmatch` command, every pool worker), for good. Once
-loaded the file is not needed (the library stays mapped), so it is removed here.
+loaded, the file is not needed (the library stays mapped), nor the copy of its
+bytes the module keeps: both are removed here.
 """
 
 from __future__ import annotations
@@ -18,5 +19,7 @@ import rbcl
 # version may leave no file.
 with contextlib.suppress(OSError, AttributeError, KeyError):
     os.unlink(sys.modules["rbcl._sodium"].lib_path)
+with contextlib.suppress(AttributeError, KeyError):  # its bytes, 2.7 MB kept in every process
+    del sys.modules["rbcl._sodium"].sodium_bs
 
 __all__ = ["rbcl"]

@@ -229,8 +229,11 @@ def _joined(parts: list[Future[bytes]]) -> Future[bytes]:
             remaining[0] -= 1
             if remaining[0]:
                 return
+        # Each part's callbacks hold this function, and so `parts`: emptied, no reference cycle
+        # keeps the parts' results (and `joined`'s) alive until the cyclic GC runs.
+        done, parts[:] = list(parts), []
         try:
-            joined.set_result(b"".join(part.result() for part in parts))
+            joined.set_result(b"".join(part.result() for part in done))
         except Exception as exc:
             joined.set_exception(exc)
 

@@ -156,6 +156,10 @@ class _Tags:
         self._buffer[self.count : self.count + count] = items
         self.count += count
 
+    def forget(self) -> None:
+        """Gives the buffer's memory back; `count` stays (what arrived is still known)."""
+        self._buffer = np.empty((0, TAG_SIZE), dtype=np.uint8)
+
     @property
     def items(self) -> np.ndarray:
         """The tags so far, a (count, TAG_SIZE) uint8 array (a view)."""
@@ -173,6 +177,9 @@ class _Tags:
 
 class _Party:
     """State shared by both parties: the deduped set, the key, the shuffled order."""
+
+    _x_ab: _Tags  # tag(x_ab) and tag(y_ba), each kept in the order its subclass says
+    _y_ba: _Tags
 
     def __init__(
         self,
@@ -196,6 +203,8 @@ class _Party:
         self._unique: np.ndarray | None = point_set.unique  # None once sent, if let go
         self._inverse = point_set.inverse
         self._order = _permutation(self.size, self._rng)
+        self._found: Matches | None = None  # the matches, once made
+        self._tags_forgotten = False
 
     @classmethod
     def with_new_key(
@@ -241,6 +250,19 @@ class _Party:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+    def forget_tags(self) -> None:
+        """Gives the tags' memory back once the matches are made and, as initiator, the reveal
+        sent: the rest of a session needs neither (`matches()` keeps answering)."""
+        if self._found is None:
+            raise ProtocolError("the tags are needed until the matches are made")
+        self._x_ab.forget()
+        self._y_ba.forget()
+        self._tags_forgotten = True
+
+    def _keep(self, found: Matches) -> Matches:
+        self._found = found
+        return found
 
     def _matches(self, unique_indices: np.ndarray, indices: np.ndarray) -> Matches:
         """The input positions of the distinct points `unique_indices` (no repeats), each
@@ -346,15 +368,19 @@ class Initiator(_Party):
 
     def matches(self) -> Matches:
         """Returns every input position whose element the responder also holds, with the
-        responder's index of that element."""
+        responder's index of that element (made once)."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals only the number of matches")
+        if self._found is not None:
+            return self._found
         y_ba = self._complete_y_ba()
         found, at = _lookup(self._complete_x_ab(), y_ba, where=True)
-        return self._matches(self._order[found], at)
+        return self._keep(self._matches(self._order[found], at))
 
     def match_count(self) -> int:
         """Returns the number of distinct elements both parties hold."""
+        if self._found is not None:
+            return self._found.shared
         y_ba = self._complete_y_ba()
         found, _ = _lookup(self._complete_x_ab(), y_ba, where=False)
         return len(found)
@@ -363,6 +389,8 @@ class Initiator(_Party):
         """Yields tag(y_ba) in the responder's order, so it learns its own matches."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals nothing to the responder")
+        if self._tags_forgotten:
+            raise ProtocolError("the tags were let go before the reveal")
         self._complete_y_ba()
         for start in range(0, self._y_ba.count, self._chunk_elements):
             yield self._y_ba.packed(start, start + self._chunk_elements)
@@ -448,15 +476,17 @@ class Responder(_Party):
 
     def matches(self) -> Matches:
         """Returns every input position whose element the initiator holds, with our sent
-        index of that element."""
+        index of that element (made once)."""
         if self.mode is not Mode.MUTUAL:
             raise ProtocolError("a count session reveals nothing to the responder")
+        if self._found is not None:
+            return self._found
         if self._y_ba.count != self.size:
             raise ProtocolError(
                 f"initiator revealed {self._y_ba.count} of our {self.size} elements"
             )
         found, _ = _lookup(self._y_ba.keys, self._x_ab.keys, where=False)
-        return self._matches(self._order[found], found)
+        return self._keep(self._matches(self._order[found], found))
 
 
 def _read_only(points: bytes | np.ndarray) -> np.ndarray:

@@ -250,11 +250,20 @@ def add_screening_partner(
     )
 
 
-def serve(node_dir: Path, workers: int, log_path: Path, timeout: float = 60.0) -> subprocess.Popen:
-    """Starts `blindmatch serve --workers N` in its own process group; waits for every worker."""
+def serve(
+    node_dir: Path,
+    workers: int,
+    log_path: Path,
+    timeout: float = 60.0,
+    executor: str | None = None,
+) -> subprocess.Popen:
+    """Starts `blindmatch serve --workers N [--executor E]` in its own process group; waits for
+    every worker."""
     log = open(log_path, "w")  # noqa: SIM115 (closed with the process, by stop())
+    options = ["--executor", executor] if executor else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "node.cli", "serve", str(node_dir), "--workers", str(workers)],
+        [sys.executable, "-m", "node.cli", "serve", str(node_dir), "--workers", str(workers)]
+        + options,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -21,6 +21,7 @@ from node.api.models import ErrorResponse
 from node.api.routes import ROUTERS
 from node.api.routes.common import node_of, off_loop
 from node.api.routes.screen import ScreeningService
+from node.sessions.blocking import GroupWriter
 from node.setup.context import NodeContext
 
 __all__ = ["create_app"]
@@ -46,8 +47,11 @@ def _version() -> str:
         return "unknown"
 
 
-def create_app(node: NodeContext, live: ScreeningService | None = None) -> FastAPI:
-    """The app serving `node`; `live` screens in real time (None: `/v1/screen` answers 503)."""
+def create_app(
+    node: NodeContext, live: ScreeningService | None = None, writer: GroupWriter | None = None
+) -> FastAPI:
+    """The app serving `node`; `live` screens in real time (None: `/v1/screen` answers 503);
+    `writer` writes its audit entries (None: one of its own)."""
     app = FastAPI(
         title=f"blindmatch node {node.config.agency}",
         description=DESCRIPTION,
@@ -95,5 +99,5 @@ def create_app(node: NodeContext, live: ScreeningService | None = None) -> FastA
         *(route for router in (*ROUTERS, console.router) for route in router.routes),
         *app.router.routes,
     ]
-    app.add_middleware(Gate, node=node, access=AccessLog(node), routes=routes)
+    app.add_middleware(Gate, node=node, access=AccessLog(node, writer), routes=routes)
     return app

@@ -20,15 +20,15 @@ open documentation and the console's style sheet and script (`OPEN_PATHS`,
 4. counts the request for `/metrics`;
 5. turns anything the app let escape (a bug) into a logged 500 JSON error.
 
-Audit entries are written by `AccessLog` with a group commit: the entries of
-requests that end while one transaction is being written go together in the
-next one, so a busy API costs one transaction per batch, not per request, and
-still never answers before its entry is committed.
+Audit entries are written by `AccessLog` through the serving process's
+`GroupWriter`, the one that also writes its screening sessions: the entries and
+records queued while one transaction is being written go together in the next
+one, so a busy API costs one transaction per group, not per request, and still
+never answers before its entry is committed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -43,7 +43,7 @@ from node.api.errors import MAX_BODY_BYTES, ApiError, error_body, status_of
 from node.data import audit, users
 from node.data.users import MAX_TOKEN_CHARS, User
 from node.errors import NodeError
-from node.sessions.blocking import settled, submit
+from node.sessions.blocking import GroupWriter, settled, submit
 from node.setup.context import NodeContext
 
 __all__ = ["OPEN_PATHS", "OPEN_PREFIXES", "AccessLog", "Gate"]
@@ -61,46 +61,24 @@ OPEN_PATHS = frozenset({"/", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 entry."""
 OPEN_PREFIXES = (f"{console.STATIC_PATH}/", f"{DOCS_STATIC_PATH}/")
 """Style sheets, scripts and images of the console and the documentation."""
-MAX_BATCH = 500
-"""Most audit entries one group commit writes."""
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="blindmatch"'}
 
 
 class AccessLog:
-    """Appends `api.request` audit entries, several requests' in one transaction."""
+    """Appends `api.request` audit entries through `writer` (its own if none is given)."""
 
-    def __init__(self, node: NodeContext) -> None:
+    def __init__(self, node: NodeContext, writer: GroupWriter | None = None) -> None:
         self.node = node
-        self.pending: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
-        self.flushing: asyncio.Task[None] | None = None
+        self.writer = writer or GroupWriter(node)
 
     async def write(self, fields: dict[str, Any]) -> None:
         """Returns once the entry is committed; raises what kept it from being written."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending.append((fields, done))
-        if self.flushing is None or self.flushing.done():
-            self.flushing = asyncio.create_task(self._flush(), name="api-access-log")
-        await asyncio.shield(done)
+        await settled(self.writer.submit(self._append_blocking, fields))
 
-    async def _flush(self) -> None:
-        while self.pending:
-            batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
-            try:
-                await settled(submit(self._append_blocking, [fields for fields, _ in batch]))
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-
-    def _append_blocking(self, entries: list[dict[str, Any]]) -> None:
+    def _append_blocking(self, fields: dict[str, Any]) -> None:
         store = self.node.store()
         with store.transaction() as conn:
-            for fields in entries:
-                audit.append(conn, self.node.audit_key, "api.request", fields)
+            audit.append(conn, self.node.audit_key, "api.request", fields)
 
 
 class Gate:

@@ -10,9 +10,10 @@ it builds the app, starts its real-time screening service, serves the socket
 with uvicorn on the process's own event loop and prints ``AGENCY api on
 http(s)://HOST:PORT (pid PID)`` once it accepts connections. When `serve`
 stops (SIGTERM, SIGINT, the parent gone) the job is cancelled: uvicorn stops
-accepting, gives requests in flight `grace_seconds` to finish, and the
-screening service is closed. uvicorn never installs signal handlers of its own:
-`serve` owns SIGTERM and SIGINT.
+accepting, gives requests in flight `grace_seconds` to finish, the screening
+service is closed, and then the one writer of the process's session records and
+audit entries (`GroupWriter`) once they are written. uvicorn never installs
+signal handlers of its own: `serve` owns SIGTERM and SIGINT.
 
 With `api_tls = true` the API is served over HTTPS with the node's own key and
 certificate (issued by the federation CA: clients check it against `ca.crt`),
@@ -39,6 +40,7 @@ from node.api.app import create_app
 from node.api.routes.screen import ScreeningService
 from node.errors import ConfigError
 from node.rpc.live_screening import LiveScreening
+from node.sessions.blocking import GroupWriter
 from node.setup.config import NodeConfig, check_api_listen
 from node.setup.context import NodeContext
 
@@ -139,20 +141,24 @@ def api_job(sock: socket.socket) -> Callable[[NodeContext], Coroutine[Any, Any, 
 
 async def _serve_api(node: NodeContext, sock: socket.socket) -> None:
     metrics.install_observer()
-    live = LiveScreening(node)
-    await live.start()
+    writer = GroupWriter(node)  # the process's session records and audit entries, together
     try:
-        await _run_uvicorn(node, sock, live)
+        live = LiveScreening(node, writer)
+        await live.start()
+        try:
+            await _run_uvicorn(node, sock, live, writer)
+        finally:
+            await live.close()
     finally:
-        await live.close()
+        await asyncio.to_thread(writer.close)
 
 
 async def _run_uvicorn(
-    node: NodeContext, sock: socket.socket, live: ScreeningService | None
+    node: NodeContext, sock: socket.socket, live: ScreeningService | None, writer: GroupWriter
 ) -> None:
     config = node.config
     server_config = uvicorn.Config(
-        create_app(node, live),
+        create_app(node, live, writer),
         lifespan="off",
         log_config=None,
         access_log=False,  # the audit log records each request, without its raw path

@@ -464,8 +464,15 @@ class Store:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Runs the block in one write transaction: committed on success, rolled back on error.
 
-        Raises StoreBusy when another writer holds the store past the busy timeout.
+        Inside a transaction of this connection already, the block runs in a savepoint
+        instead: on error only the block is rolled back (and the error re-raised), and its
+        writes commit with the enclosing transaction. Raises StoreBusy when another writer
+        holds the store past the busy timeout.
         """
+        if self.conn.in_transaction:
+            with self._savepoint():
+                yield self.conn
+            return
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -483,6 +490,20 @@ class Store:
         except sqlite3.OperationalError as exc:
             self.conn.execute("ROLLBACK")
             raise self._busy(exc) from None
+
+    @contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self.conn.execute("SAVEPOINT nested")
+        try:
+            yield
+        except BaseException as exc:
+            if self.conn.in_transaction:  # else SQLite rolled the whole transaction back
+                self.conn.execute("ROLLBACK TO nested")
+                self.conn.execute("RELEASE nested")
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise self._busy(exc) from None
+            raise
+        self.conn.execute("RELEASE nested")
 
     def _busy(self, exc: sqlite3.OperationalError) -> Exception:
         if not _is_busy(exc):

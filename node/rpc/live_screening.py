@@ -26,7 +26,8 @@ Phases of one `screen(identifiers, targets, purpose, operator)` call
     5. Each query opens the sealed labels of its hits, records the session with its
        hits and its own `screen.query` audit entry (purpose, operator, epoch, the
        Screen call's `batch_id`), or `session.failed` with the reason; hits and the
-       webhook outbox are written with it (`SessionRecord`). Never an identifier.
+       webhook outbox are written with it (`SessionRecord`), with other queries'
+       records in one transaction (`GroupWriter`). Never an identifier.
 
 The encoded set of a target (peer, peer list): the packed tags sorted, the sealed
 labels packed, ~16 bytes an entry plus its label. It comes from the store's cache
@@ -48,14 +49,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import logging
 import math
 import re
 import secrets
 import time
 from collections.abc import Coroutine, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -81,7 +80,7 @@ from node.errors import (
 from node.generated.blindmatch.v1 import matching_pb2_grpc as pb_grpc
 from node.policy import PROTOCOL_VERSION, ScreenQuery, check_purpose
 from node.rpc.client import GrpcScreening, _refuse_revoked_peer, open_channel
-from node.sessions.blocking import settled
+from node.sessions.blocking import GroupWriter, settled
 from node.sessions.records import SessionRecord, describe
 from node.sessions.screen_initiator import (
     fetch_encoded_set,
@@ -529,18 +528,20 @@ class LiveScreening:
 
     See the module docstring for the phases. `start` prefetches the configured
     targets' encoded sets (in the background); `close` ends every call, fetch and
-    channel. `calls` counts the Screen calls made (batches, not queries).
+    channel. `calls` counts the Screen calls made (batches, not queries). Session
+    records are written by `writer` (the serving process's, else its own, which
+    `close` closes).
     """
 
-    def __init__(self, node: NodeContext) -> None:
+    def __init__(self, node: NodeContext, writer: GroupWriter | None = None) -> None:
         self.node = node
+        # One thread for all writes: writers on several connections wait on each other's locks.
+        self.writer = writer or GroupWriter(node)
+        self._owns_writer = writer is None
         self.calls = 0
         self._targets: dict[tuple[str, str], _Target] = {}
         self._peers: dict[str, _Peer] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # One thread writes the sessions, so that our own writes never wait on each other's
-        # locks (SQLite's busy handler sleeps); each one is a short transaction.
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="live-screening")
         self._active = 0  # calls of `screen` running
         self._idle = asyncio.Event()
         self.closed = False
@@ -567,7 +568,8 @@ class LiveScreening:
         for peer in self._peers.values():
             await peer.channel.close()
         self._peers.clear()
-        await asyncio.to_thread(self._writer.shutdown, True)
+        if self._owns_writer:
+            await asyncio.to_thread(self.writer.close)
 
     async def screen(
         self,
@@ -645,7 +647,7 @@ class LiveScreening:
             purpose=purpose,
             operator=operator,
         )
-        started = self._write(record.start, len(request.elements))
+        started = self.writer.submit(record.start, len(request.elements))
         loop = asyncio.get_running_loop()
         query = _Query(
             purpose, request.elements, request.blinds[k], request.blinded[k], loop.create_future()
@@ -661,7 +663,7 @@ class LiveScreening:
         except BaseException as exc:
             query.future.cancel()
             await settled(started)
-            await settled(self._write(record.fail, describe(exc)))
+            await settled(self.writer.submit(record.fail, describe(exc)))
             if not isinstance(exc, Exception):
                 raise
             return [], _target_error(peer, name, exc)
@@ -677,7 +679,7 @@ class LiveScreening:
                 hits.append(((i, k, e), ScreenHit(i, type_, peer, name, label)))
                 rows.append({"ref": request.refs[i], "type": type_, "peer_label": label})
         await settled(
-            self._write(
+            self.writer.submit(
                 record.complete,
                 sum(opened is not None for opened in labels),
                 answer.cached.entries,
@@ -830,11 +832,6 @@ class LiveScreening:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.debug("real-time screening task ended: %s", describe(exc))
-
-    def _write(self, blocking: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        """Queues a session write on the writer thread now."""
-        call = functools.partial(blocking, *args, **kwargs)
-        return asyncio.get_running_loop().run_in_executor(self._writer, call)
 
 
 def _late(target: _Target) -> str:

@@ -260,6 +260,7 @@ class _Talk:
                 await stream.send(Reveal(reveal))
             await self._all_evaluated.wait()
             matches = await self.matches()  # now, while the responder records its side
+            party.forget_tags()  # the reveal went out before: the rest needs only the matches
             if self.release_labels:  # read from the store a few thousand matches at a time
                 messages = released_labels(matches, self.element_ids, self.rows)
                 while (message := await asyncio.to_thread(next, messages, None)) is not None:

@@ -200,6 +200,7 @@ class _Answer:
     async def _matched(self) -> None:
         """The reveal is complete: our matches are known; release our labels if policy says so."""
         self.matches = await asyncio.to_thread(self.party.matches)
+        self.party.forget_tags()  # the rest of the session needs only the matches
         if not self.policy.release_labels:
             return
         # Read from the store a few thousand matches at a time.

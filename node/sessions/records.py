@@ -22,6 +22,7 @@ import sqlite3
 import time
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol, overload
 
@@ -47,6 +48,8 @@ __all__ = [
 
 log = logging.getLogger("blindmatch.sessions")
 _REASON_CHARS = 300
+BOUNDED_CACHE_HITS = 10_000
+"""A session with more hits than this records them with a bounded page cache."""
 _COMPLETED_EVENT = {"initiator": "session.initiated", "responder": "session.answered"}
 
 
@@ -232,8 +235,10 @@ class SessionRecord:
         store = self.node.store()
         now = self.node.now()  # the node's clock, so that tests can pin first and last seen
         fields = self.fields(peer_set_size=peer_count, match_count=match_count, hits=len(hits))
-        # A large session's hits: their pages, and sorting them, stay out of memory.
-        with store.bounded_cache(), store.transaction() as conn:
+        # A large session's hits: their pages, and sorting them, stay out of memory. Not for a
+        # few hits (a screening query): its 4 PRAGMAs and 2 reads would cost more than they save.
+        bounded = store.bounded_cache() if len(hits) > BOUNDED_CACHE_HITS else nullcontext()
+        with bounded, store.transaction() as conn:
             store.finish_session(
                 self.session_id,
                 "completed",

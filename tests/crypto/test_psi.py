@@ -154,3 +154,17 @@ def test_results_before_completion_are_refused():
         responder.evaluated_rest()
     with pytest.raises(ProtocolError, match="no reveal"):
         responder.read_reveal(b"")
+
+
+def test_forgotten_tags_keep_the_matches_and_refuse_a_late_reveal():
+    group = GROUPS[0]
+    initiator, responder = session(group, range(40), range(20, 60), Mode.MUTUAL)
+    with pytest.raises(ProtocolError, match="needed until the matches"):
+        initiator.forget_tags()
+    expected = list(initiator.matches()), list(responder.matches())
+    initiator.forget_tags()
+    responder.forget_tags()
+    assert (list(initiator.matches()), list(responder.matches())) == expected
+    assert initiator.match_count() == 20
+    with pytest.raises(ProtocolError, match="let go before the reveal"):
+        next(initiator.reveal_chunks())

@@ -140,7 +140,7 @@ def test_a_bug_is_a_logged_500_json_error_and_audited(
 def test_an_unwritable_audit_log_means_no_answer(
     node: NodeConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def busy(self: AccessLog, entries: list[dict[str, Any]]) -> None:
+    def busy(self: AccessLog, fields: dict[str, Any]) -> None:
         raise StoreBusy("the store is locked")
 
     monkeypatch.setattr(AccessLog, "_append_blocking", busy)

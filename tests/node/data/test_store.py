@@ -41,6 +41,21 @@ def test_transaction_rolls_back(tmp_path: Path) -> None:
         assert [i.name for i in store.lists()] == ["a"]
 
 
+def test_a_nested_transaction_is_a_savepoint(tmp_path: Path) -> None:
+    insert = "INSERT INTO lists (name, kind, version, updated_at) VALUES (?, 'watchlist', 1, 'now')"
+    with Store.open(tmp_path, create=True) as store:
+        with store.transaction() as conn:
+            conn.execute(insert, ("outer",))
+            with pytest.raises(RuntimeError), store.transaction() as nested:
+                nested.execute(insert, ("failed",))
+                raise RuntimeError("boom")
+            with store.transaction() as nested:
+                nested.execute(insert, ("nested",))
+            assert conn.in_transaction  # nothing committed before the outer block ends
+        assert not store.conn.in_transaction
+        assert [i.name for i in store.lists()] == ["nested", "outer"]
+
+
 def test_audit_is_append_only(tmp_path: Path) -> None:
     with Store.open(tmp_path, create=True) as store:
         store.conn.execute(

@@ -328,7 +328,13 @@ def test_close_ends_calls_in_flight_as_interrupted(fed: Federation) -> None:
         call = asyncio.ensure_future(
             live.screen([PASSPORT], [(POLICE, "wl"), ("stall-nl", "wl")], "closing", "alice")
         )
-        await asyncio.sleep(1.0)  # police-nl has answered; stall-nl never will
+        answered = (
+            "SELECT 1 FROM sessions WHERE peer = ? AND purpose = 'closing' AND status = 'completed'"
+        )
+        deadline = time.monotonic() + 60.0  # police-nl answers; stall-nl never will
+        while not await asyncio.to_thread(_rows, fed.node(CUSTOMS), answered, POLICE):
+            assert time.monotonic() < deadline, "police-nl did not answer"
+            await asyncio.sleep(0.05)
         started = time.monotonic()
         await live.close()
         return await call, time.monotonic() - started
