@@ -28,7 +28,7 @@ busy, at the faster implementation's rate, sampled before and after the session 
 same run (`bench.common.x25519_floor`). Then the same session again with both nodes'
 batches on a Dask LocalCluster of BENCH_SCALE_DASK_WORKERS (default 2) single-threaded
 worker processes on this machine (``--executor dask://127.0.0.1:PORT`` on `serve` and
-`match`), against the pool.
+`match`), against the pool; 0 workers leaves that run out.
 """
 
 from __future__ import annotations
@@ -295,14 +295,28 @@ def main() -> None:
         before = x25519_floor(runner)
         pool = scale_session(root, initiator, responder, N)
         middle = x25519_floor(runner)
-        with _dask_cluster(root / "dask") as executor:
-            dask = scale_session(root, initiator, responder, N, executor)
-        after = x25519_floor(runner)
+        dask, after = None, middle
+        if DASK_WORKERS:
+            with _dask_cluster(root / "dask") as executor:
+                dask = scale_session(root, initiator, responder, N, executor)
+            after = x25519_floor(runner)
     for run in (pool, dask):
-        if run.matches != N - N // 2:
+        if run is not None and run.matches != N - N // 2:
             raise SystemExit(f"scale: {run.matches} matches, expected {N - N // 2}")
     pool_floor = 4 * N * before.averaged(middle).seconds
     dask_floor = 4 * N * middle.averaged(after).seconds
+    dask_rows = (
+        [
+            _row(
+                f"Dask LocalCluster, {DASK_WORKERS} worker processes x 1 thread",
+                dask,
+                dask_floor,
+                pool,
+            )
+        ]
+        if dask
+        else []
+    )
     print_table(
         f"Scale: mutual, two served nodes over mTLS, {N:,} x {N:,}, half overlap, labels "
         f"released both ways, {CORES} cores",
@@ -317,12 +331,7 @@ def main() -> None:
         ],
         [
             _row("process pool (the default)", pool, pool_floor, None),
-            _row(
-                f"Dask LocalCluster, {DASK_WORKERS} worker processes x 1 thread",
-                dask,
-                dask_floor,
-                pool,
-            ),
+            *dask_rows,
             [
                 f"crypto floor: 4n X25519 on {CORES} busy cores ({before.implementation})",
                 pool_floor,

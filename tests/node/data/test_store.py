@@ -116,7 +116,7 @@ def test_list_points_sessions_hits(tmp_path: Path) -> None:
         )
         store.finish_session("s1", "done", match_count=1)
         [hit] = store.hits()
-        assert new == [hit["id"]]
+        assert list(new) == [hit["id"]]
         assert hit == {
             "id": hit["id"],
             "peer": "police-nl",

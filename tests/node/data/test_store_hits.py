@@ -35,7 +35,7 @@ def record(store: Store, session: str, hits: list[dict[str, Any]], **options: An
     list_name = options.pop("list_name", "targets")
     mode = options.pop("mode", "mutual")
     with store.transaction():
-        return store.add_hits(session, peer, role, list_name, mode, hits, **options)
+        return list(store.add_hits(session, peer, role, list_name, mode, hits, **options))
 
 
 @pytest.fixture
