@@ -200,7 +200,6 @@ class _Answer:
     async def _matched(self) -> None:
         """The reveal is complete: our matches are known; release our labels if policy says so."""
         self.matches = await asyncio.to_thread(self.party.matches)
-        self.party.forget_tags()  # the rest of the session needs only the matches
         if not self.policy.release_labels:
             return
         # Read from the store a few thousand matches at a time.
@@ -213,6 +212,8 @@ class _Answer:
         return self.node.store().element_rows(ids)  # the calling thread's connection
 
     async def _finish(self) -> None:
+        if self.party.mode is Mode.MUTUAL:  # everything has arrived: only the matches are needed
+            self.party.forget_tags()
         points = self.shared.points
         match_count = self.matches.shared
 
