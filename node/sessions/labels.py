@@ -68,14 +68,24 @@ class LabelBook:
 
     def get(self, index: int) -> str | None:
         """Returns the peer's label(s) for an index, joined, or None if none was released."""
+        return self.get_many([index])[0]
+
+    def get_many(self, indices: Sequence[int]) -> list[str | None]:
+        """`get` of each index, looked up together (one search for all: a large session's
+        hits ask for hundreds of thousands)."""
         if self._by_index is None:
-            indices = np.array(self._indices, dtype=np.int64)  # a copy: adds may follow
-            order = np.argsort(indices, kind="stable")  # an index's labels in arrival order
-            self._by_index = (indices[order], order)
+            added = np.array(self._indices, dtype=np.int64)  # a copy: adds may follow
+            order = np.argsort(added, kind="stable")  # an index's labels in arrival order
+            self._by_index = (added[order], order)
         keys, order = self._by_index
-        low, high = np.searchsorted(keys, [index, index + 1])
-        labels = [self._label(int(i)) for i in order[low:high]]
-        return "; ".join(dict.fromkeys(labels)) if labels else None
+        wanted = np.asarray(indices, dtype=np.int64)
+        lows = np.searchsorted(keys, wanted, side="left").tolist()
+        highs = np.searchsorted(keys, wanted, side="right").tolist()
+        found: list[str | None] = []
+        for low, high in zip(lows, highs, strict=True):
+            labels = [self._label(int(i)) for i in order[low:high]] if high > low else []
+            found.append("; ".join(dict.fromkeys(labels)) if labels else None)
+        return found
 
     def _label(self, i: int) -> str:
         start = self._ends[i - 1] if i else 0

@@ -95,14 +95,15 @@ def audit_refusal(node: NodeContext, event: str, fields: Mapping[str, Any], reas
 class PeerLabels(Protocol):
     """Where a peer's released labels are found by index (`LabelBook`)."""
 
-    def get(self, index: int) -> str | None: ...
+    def get_many(self, indices: Sequence[int]) -> list[str | None]: ...
 
 
 class HitTable(Sequence[dict[str, Any]]):
     """A session's hits, packed: each one's ref and type, and the peer's index for its label.
 
     A row is a dict {"ref", "type", "peer_label"} made when it is read, its label
-    from `peer_labels.get(index)`; the table itself holds no object per hit.
+    from `peer_labels.get_many` (a step of rows at a time when iterated or sliced);
+    the table itself holds no object per hit.
     """
 
     def __init__(self, peer_labels: PeerLabels) -> None:
@@ -134,19 +135,23 @@ class HitTable(Sequence[dict[str, Any]]):
     def __getitem__(self, i: slice) -> list[dict[str, Any]]: ...
     def __getitem__(self, i: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         if isinstance(i, slice):
-            return [self[k] for k in range(*i.indices(len(self)))]
+            return self._rows(range(*i.indices(len(self))))
         if not -len(self) <= i < len(self):
             raise IndexError("hit index out of range")
-        i %= len(self)
-        start = self._ref_ends[i - 1] if i else 0
-        return {
-            "ref": self._refs[start : self._ref_ends[i]].decode(),
-            "type": self._types[self._type_codes[i]],
-            "peer_label": self._peer_labels.get(self._indices[i]),
-        }
+        return self._rows(range(i % len(self), i % len(self) + 1))[0]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(len(self)))
+        for start in range(0, len(self), ROWS_PER_READ):  # labels looked up a step at a time
+            yield from self._rows(range(start, min(start + ROWS_PER_READ, len(self))))
+
+    def _rows(self, positions: range) -> list[dict[str, Any]]:
+        labels = self._peer_labels.get_many([self._indices[i] for i in positions])
+        rows = []
+        for i, label in zip(positions, labels, strict=True):
+            start = self._ref_ends[i - 1] if i else 0
+            ref = self._refs[start : self._ref_ends[i]].decode()
+            rows.append({"ref": ref, "type": self._types[self._type_codes[i]], "peer_label": label})
+        return rows
 
 
 def hit_table(
