@@ -531,6 +531,12 @@ class Store:
         ).fetchall()
         return [ListInfo(*row) for row in rows]
 
+    def list_versions(self) -> dict[str, tuple[str, int]]:
+        """Every list's kind and version, by name: what `lists` says without counting records
+        and elements (a scan of millions of rows), for what asks every few seconds."""
+        rows = self.conn.execute("SELECT name, kind, version FROM lists ORDER BY name")
+        return {name: (kind, version) for name, kind, version in rows}
+
     def list_row(self, name: str) -> tuple[int, int, str]:
         """Returns (id, version, kind) of list `name` for matching (a peer may see why not).
 

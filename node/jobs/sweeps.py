@@ -136,7 +136,8 @@ def eligible_pairs(config: NodeConfig, lists: Iterable[str]) -> list[Pair]:
 
 def _operations_versions_blocking(node: NodeContext) -> dict[str, int]:
     """Every operations list of the node with its version (blocking: SQLite)."""
-    return {info.name: info.version for info in node.store().lists() if info.kind == "operations"}
+    listed = node.store().list_versions().items()
+    return {name: version for name, (kind, version) in listed if kind == "operations"}
 
 
 def plan_blocking(
@@ -151,25 +152,25 @@ def plan_blocking(
     """
     config = node.config
     where = config.node_dir
-    stored = {info.name: info for info in node.store().lists()}
+    stored = {name: kind for name, (kind, _) in node.store().list_versions().items()}
     if lists:
         for name in lists:
-            info = stored.get(name)
-            if info is None:
+            kind = stored.get(name)
+            if kind is None:
                 known = ", ".join(sorted(stored)) or "none yet"
                 raise NotFound(
                     f"no list {name!r} in {where} (lists: {known}); load it with "
                     f"'blindmatch ingest {where} --list {name} --kind operations FILE'"
                 )
-            if info.kind != "operations":
+            if kind != "operations":
                 raise ConfigError(
-                    f"list {name!r} is a {info.kind} list: sweeps run operations lists only; "
+                    f"list {name!r} is a {kind} list: sweeps run operations lists only; "
                     f"check it against one peer with 'blindmatch match {where} --peer ID "
                     f"--list {name} --purpose TEXT'"
                 )
         names = list(dict.fromkeys(lists))
     else:
-        names = sorted(n for n, info in stored.items() if info.kind == "operations")
+        names = sorted(n for n, kind in stored.items() if kind == "operations")
         if not names:
             raise NotFound(
                 f"nothing to sweep: {where} has no operations list; load one with "
