@@ -148,6 +148,7 @@ class _SessionStream:
         self.call = call
         self.peer = peer
         self.idle = idle_seconds
+        self.allowance = 0.0  # quiet allowed beyond `idle` until the next progress
         self.last_progress = asyncio.get_running_loop().time()
 
     async def receive(self) -> Message | None:
@@ -163,20 +164,25 @@ class _SessionStream:
     async def done_sending(self) -> None:
         await self._bounded(self.call.done_writing(), "read")
 
+    def allow_quiet(self, seconds: float) -> None:
+        self.allowance = max(0.0, seconds)
+
     async def _bounded(self, step: Any, verb: str) -> Any:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(step)
         try:
             while not task.done():
                 quiet = loop.time() - self.last_progress
-                if quiet >= self.idle:
+                limit = self.idle + self.allowance  # read each time: it may grow meanwhile
+                if quiet >= limit:
                     raise Stalled(
-                        f"peer {self.peer} {verb} nothing for {self.idle:.0f} s (idle_seconds); "
+                        f"peer {self.peer} {verb} nothing for {limit:.0f} s (idle_seconds"
+                        f"{' and the time its records take' if self.allowance else ''}); "
                         "the session was abandoned"
                     )
-                await asyncio.wait({task}, timeout=self.idle - quiet)
+                await asyncio.wait({task}, timeout=limit - quiet)
             result = task.result()
-            self.last_progress = loop.time()
+            self.last_progress, self.allowance = loop.time(), 0.0
             return result
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, self.peer) from None

@@ -135,6 +135,9 @@ class _Stream:
     async def done_sending(self) -> None:
         """The responder's side ends when its handler returns."""
 
+    def allow_quiet(self, seconds: float) -> None:
+        """The initiator is never busy for the responder for long: the idle timeout holds."""
+
 
 class MatchingServicer(pb_grpc.MatchingServicer):
     """Peers' calls in, `node.sessions` orchestrations, statuses out."""

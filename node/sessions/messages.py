@@ -98,3 +98,8 @@ class PeerStream(Protocol):
     async def done_sending(self) -> None:
         """Tells the other side nothing more will be sent."""
         ...
+
+    def allow_quiet(self, seconds: float) -> None:
+        """Lets the other side send nothing for `seconds` beyond the idle timeout, until its
+        next message: it is busy for us (recording a large session before its summary)."""
+        ...
