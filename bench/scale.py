@@ -28,7 +28,9 @@ busy, at the faster implementation's rate, sampled before and after the session 
 same run (`bench.common.x25519_floor`). Then the same session again with both nodes'
 batches on a Dask LocalCluster of BENCH_SCALE_DASK_WORKERS (default 2) single-threaded
 worker processes on this machine (``--executor dask://127.0.0.1:PORT`` on `serve` and
-`match`), against the pool; 0 workers leaves that run out.
+`match`), against the pool; 0 workers leaves that run out. BENCH_SCALE_IDLE_SECONDS sets
+both nodes' ``idle_seconds`` (at 10^7 a side, sorting the tags takes longer than the
+default 30 s without a message either way).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ __all__ = ["ScaleRun", "fill_list", "main", "scale_federation", "scale_session"]
 
 N = int(os.environ.get("BENCH_SCALE_N", "1000000"))
 DASK_WORKERS = int(os.environ.get("BENCH_SCALE_DASK_WORKERS", "2"))
+IDLE_SECONDS = int(os.environ.get("BENCH_SCALE_IDLE_SECONDS", "0"))  # 0: the node's default
 LIST = "scale"
 WARM_LIST = "warm"
 INITIATOR, RESPONDER = "customs-nl", "police-nl"
@@ -136,6 +139,8 @@ def scale_federation(root: Path, n: int) -> tuple[Path, Path]:
         node = init_node(root, agency, address[agency], _SUITE)
         peer = RESPONDER if agency == INITIATOR else INITIATOR
         add_peer(node, peer, address[peer], "--release-labels")
+        if IDLE_SECONDS:
+            blindmatch("config", "set", str(node), "idle_seconds", str(IDLE_SECONDS))
         blindmatch("ingest", str(node), "--list", WARM_LIST, str(warm))
         fill_list(node, LIST, first[agency], n)
     return root / INITIATOR, root / RESPONDER
