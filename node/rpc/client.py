@@ -148,7 +148,7 @@ class _SessionStream:
         self.call = call
         self.peer = peer
         self.idle = idle_seconds
-        self.allowance = 0.0  # quiet allowed beyond `idle` until the next progress
+        self.allowance = 0.0  # quiet allowed beyond `idle` (`allow_quiet`)
         self.last_progress = asyncio.get_running_loop().time()
 
     async def receive(self) -> Message | None:
@@ -182,7 +182,7 @@ class _SessionStream:
                     )
                 await asyncio.wait({task}, timeout=limit - quiet)
             result = task.result()
-            self.last_progress, self.allowance = loop.time(), 0.0
+            self.last_progress = loop.time()
             return result
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, self.peer) from None

@@ -100,6 +100,6 @@ class PeerStream(Protocol):
         ...
 
     def allow_quiet(self, seconds: float) -> None:
-        """Lets the other side send nothing for `seconds` beyond the idle timeout, until its
-        next message: it is busy for us (recording a large session before its summary)."""
+        """From now on, lets the other side send nothing for `seconds` beyond the idle timeout:
+        it is busy for us (recording a large session before its summary)."""
         ...

@@ -257,6 +257,7 @@ class _Talk:
             if self.progress:
                 self.progress("sent", sent, party.size)
             chunk = await asyncio.to_thread(next, chunks, None)
+        quiet = 0.0  # how long the responder may then be busy recording (mutual mode)
         if party.mode is Mode.MUTUAL:
             await self._all_blinded.wait()
             for reveal in party.reveal_chunks():
@@ -269,8 +270,9 @@ class _Talk:
                 while (message := await asyncio.to_thread(next, messages, None)) is not None:
                     await stream.send(Labels(*message))
                     self.labels_sent += len(message[0])
-            stream.allow_quiet(len(matches) * _RECORDING_SECONDS_PER_MATCH)
+            quiet = len(matches) * _RECORDING_SECONDS_PER_MATCH
         await stream.done_sending()
+        stream.allow_quiet(quiet)  # what is left to read: its labels, then its summary
 
     async def read_all(self, stream: PeerStream) -> None:
         party = self.party
