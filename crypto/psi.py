@@ -78,6 +78,9 @@ _LOOKAHEAD = 2
 # Items per step of the array passes that make temporaries (lookups, positions of matches):
 # their scratch stays a few MiB whatever the set's size.
 _STEP = 1 << 16
+# Tags sorted at a time when matching (`_lookup`): large enough that the search reads the
+# other side in order, small enough that its scratch stays tens of MiB.
+_SORT_STEP = 1 << 20
 _POINT = np.dtype(f"S{ELEMENT_SIZE}")
 # Tags compare as fixed-size byte strings: numpy's "S" comparisons ignore trailing NULs only
 # between items of different sizes, so between items of one size they are exact bytewise.
@@ -529,9 +532,49 @@ def _dedupe(items: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def _lookup(tags: np.ndarray, among: np.ndarray, where: bool) -> tuple[np.ndarray, np.ndarray]:
     """Which of `tags` are among `among` (both fixed-size byte strings): their indices in
-    `tags`, ascending, and with `where` the last index in `among` holding each (else none)."""
+    `tags`, ascending, and with `where` the last index in `among` holding each (else none).
+
+    Both sides are matched on their first 8 bytes as integers, sorted: a sorted run of
+    integers searched in a sorted array reads memory in order, about 4 times faster at 10^7
+    than searching byte strings one by one (a 10^7 session sorts for seconds, not the
+    minute that left the stream silent past its idle timeout). Matches are then checked
+    on every byte. When two of `among` share their first 8 bytes (a peer's doing, or a
+    2^-64 chance), the byte strings themselves are sorted instead.
+    """
     if not len(tags) or not len(among):
         return Matches.none().positions, Matches.none().indices
+    order = np.argsort(_prefixes(among))
+    ordered = _prefixes(among)[order]
+    if len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any()):
+        return _lookup_bytes(tags, among, where)
+    order = order.astype(_index_type(len(among)), copy=False)
+    found, at = [], []
+    for start in range(0, len(tags), _SORT_STEP):
+        part = tags[start : start + _SORT_STEP]
+        part_order = np.argsort(_prefixes(part))
+        keys = _prefixes(part)[part_order]
+        nearest = np.searchsorted(ordered, keys)  # in order: both are sorted
+        np.minimum(nearest, len(ordered) - 1, out=nearest)
+        hit = np.flatnonzero(ordered[nearest] == keys)
+        mine, theirs = part_order[hit], order[nearest[hit]]
+        same = part[mine] == among[theirs]  # every byte, not just the first 8
+        mine, theirs = mine[same], theirs[same]
+        ascending = np.argsort(mine)
+        found.append(mine[ascending] + start)
+        if where:
+            at.append(theirs[ascending])
+    return _joined(found), _joined(at)
+
+
+def _prefixes(tags: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each tag as an integer (a strided view: no copy)."""
+    return tags.view(np.uint64)[:: TAG_SIZE // 8]
+
+
+def _lookup_bytes(
+    tags: np.ndarray, among: np.ndarray, where: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_lookup` by sorting `among` as byte strings: for `among` with repeated prefixes."""
     if where:
         order = np.argsort(among, kind="stable")  # equal tags keep their order: last is last
         ordered = among[order]

@@ -2,12 +2,14 @@
 
 from random import Random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crypto.errors import InvalidElement, ProtocolError
 from crypto.groups import SUITES, TAG_SIZE
+from crypto import psi
 from crypto.psi import Initiator, Mode, Responder, run_locally
 
 GROUPS = list(SUITES.values())
@@ -168,3 +170,38 @@ def test_forgotten_tags_keep_the_matches_and_refuse_a_late_reveal():
     assert initiator.match_count() == 20
     with pytest.raises(ProtocolError, match="let go before the reveal"):
         next(initiator.reveal_chunks())
+
+
+# Tags from few halves, so that first 8 bytes repeat (among a peer's tags, or by chance) and
+# tags equal in their first 8 bytes differ in the rest.
+_halves = st.sampled_from([bytes([v]) * 8 for v in (0, 1, 7, 255)])
+_tags = st.lists(st.tuples(_halves, _halves).map(b"".join), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tags=_tags, among=_tags, step=st.integers(1, 5))
+def test_lookup_finds_each_tag_and_the_last_place_it_is_held(tags, among, step):
+    as_keys = lambda items: np.array(items, dtype=f"S{TAG_SIZE}")  # noqa: E731
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psi, "_SORT_STEP", step)  # several sorted parts, even in small sets
+        found, at = psi._lookup(as_keys(tags), as_keys(among), where=True)
+        only, _ = psi._lookup(as_keys(tags), as_keys(among), where=False)
+    held = {tag: index for index, tag in enumerate(among)}  # the last index of each
+    expected = [i for i, tag in enumerate(tags) if tag in held]
+    assert found.tolist() == expected
+    assert at.tolist() == [held[tags[i]] for i in expected]
+    assert only.tolist() == expected
+
+
+def test_lookup_of_distinct_tags_takes_the_integer_path(monkeypatch):
+    rng = np.random.default_rng(7)
+    among = rng.integers(0, 256, size=(5000, TAG_SIZE), dtype=np.uint8)
+    tags = rng.integers(0, 256, size=(3000, TAG_SIZE), dtype=np.uint8)
+    tags[::3] = among[rng.permutation(5000)[:1000]]
+    tags[1::3, 8:] = among[:1000, 8:]  # first 8 bytes their own, the rest shared: no match
+    monkeypatch.setattr(psi, "_SORT_STEP", 700)
+    monkeypatch.setattr(psi, "_lookup_bytes", None)  # would fail if called
+    keys = lambda items: items.view(f"S{TAG_SIZE}").reshape(len(items))  # noqa: E731
+    found, at = psi._lookup(keys(tags), keys(among), where=True)
+    assert found.tolist() == list(range(0, 3000, 3))
+    assert (among[at] == tags[found]).all()
