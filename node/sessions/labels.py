@@ -5,22 +5,22 @@ the one reference both sides of a mutual session share. Several records may
 share an element, so one index may carry several labels.
 
 Both directions stay packed: the labels we release are read from the store a
-few hundred matches at a time (`released_labels`), and those a peer released
+few thousand matches at a time, as the session's hits are
+(`node.sessions.records.read_hits`), and those a peer released
 are kept as UTF-8 in one buffer (`LabelBook`), never one Python object each.
 """
 
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from crypto.psi import Matches
 from node.data.identifiers import MAX_LABEL_CHARS
 from node.errors import InvalidInput
 
-__all__ = ["LABELS_PER_MESSAGE", "MAX_LABEL_CHARS", "ElementRows", "LabelBook", "released_labels"]
+__all__ = ["LABELS_PER_MESSAGE", "MAX_LABEL_CHARS", "ROWS_PER_READ", "ElementRows", "LabelBook"]
 
 # Labels are at most 1,000 characters: 512 a message stays far below gRPC's 4 MiB cap.
 LABELS_PER_MESSAGE = 512
@@ -73,41 +73,28 @@ class LabelBook:
     def get_many(self, indices: Sequence[int]) -> list[str | None]:
         """`get` of each index, looked up together (one search for all: a large session's
         hits ask for hundreds of thousands)."""
+        if not self.count:
+            return [None] * len(indices)
         if self._by_index is None:
             added = np.array(self._indices, dtype=np.int64)  # a copy: adds may follow
             order = np.argsort(added, kind="stable")  # an index's labels in arrival order
             self._by_index = (added[order], order)
         keys, order = self._by_index
         wanted = np.asarray(indices, dtype=np.int64)
-        lows = np.searchsorted(keys, wanted, side="left").tolist()
-        highs = np.searchsorted(keys, wanted, side="right").tolist()
+        lows = np.searchsorted(keys, wanted, side="left")
+        highs = np.searchsorted(keys, wanted, side="right")
+        firsts = order[np.minimum(lows, len(order) - 1)].tolist()
         found: list[str | None] = []
-        for low, high in zip(lows, highs, strict=True):
-            labels = [self._label(int(i)) for i in order[low:high]] if high > low else []
-            found.append("; ".join(dict.fromkeys(labels)) if labels else None)
+        for low, high, first in zip(lows.tolist(), highs.tolist(), firsts, strict=True):
+            if high - low == 1:  # the usual case: one label for the index
+                found.append(self._label(first))
+            elif high == low:
+                found.append(None)
+            else:
+                labels = [self._label(int(i)) for i in order[low:high]]
+                found.append("; ".join(dict.fromkeys(labels)))
         return found
 
     def _label(self, i: int) -> str:
         start = self._ends[i - 1] if i else 0
         return self._text[start : self._ends[i]].decode()
-
-
-def released_labels(
-    matches: Matches, element_ids: np.ndarray, rows: ElementRows
-) -> Iterator[tuple[list[int], list[str]]]:
-    """Labels messages of our matched records that have a label: (indices, labels), at most
-    LABELS_PER_MESSAGE each, in position order (blocking: `rows` reads the store)."""
-    indices: list[int] = []
-    labels: list[str] = []
-    for start in range(0, len(matches), ROWS_PER_READ):
-        stop = start + ROWS_PER_READ
-        records = rows(element_ids[matches.positions[start:stop]].tolist())
-        for j, record in zip(matches.indices[start:stop].tolist(), records, strict=True):
-            if record is not None and record[2]:
-                indices.append(j)
-                labels.append(record[2])
-                if len(indices) == LABELS_PER_MESSAGE:
-                    yield indices, labels
-                    indices, labels = [], []
-    if indices:
-        yield indices, labels

@@ -2,7 +2,8 @@
 
 `initiate_session` is the whole orchestration, over any `PeerStream`. Two
 tasks share the stream: one sends (hello, x_a, then in mutual mode the reveal
-once every y_b is in, then our released labels once the matches are known),
+once every y_b is in, then our released labels once the matches are known, read
+from the store in the same pass that makes our hits, while the responder records),
 the other reads (the hello reply, y_b, tag(x_ab), the peer's labels, the
 summary). Blinding, transport and the peer's work overlap; CPU batches run on
 the process pool and SQLite in threads. Per element, the session holds packed
@@ -40,7 +41,7 @@ from crypto.psi import Initiator, Matches, Mode
 from node.errors import InvalidInput, PeerError
 from node.policy import PROTOCOL_VERSION, SessionRequest, check_purpose
 from node.sessions.blocking import settled, submit, succeeded
-from node.sessions.labels import ElementRows, LabelBook, released_labels
+from node.sessions.labels import ElementRows, LabelBook
 from node.sessions.messages import (
     Blinded,
     Evaluated,
@@ -51,7 +52,7 @@ from node.sessions.messages import (
     Reveal,
     Summary,
 )
-from node.sessions.records import HitTable, SessionRecord, describe, hit_table
+from node.sessions.records import HitTable, SessionRecord, describe, read_hits
 from node.sessions.results import MatchResult, Progress
 from node.setup.context import NodeContext
 
@@ -116,18 +117,17 @@ async def initiate_session(
     talk.progress = progress
     starting: asyncio.Future[None] | None = None
 
-    def finish(matches: Matches) -> tuple[HitTable, int]:
-        hits = hit_table(matches, element_ids, rows, talk.peer_labels)  # O(matches): a thread
+    def finish(matches: Matches) -> int:
         mutual = party.mode is Mode.MUTUAL  # each matched peer index is one shared element
         match_count = matches.shared if mutual else party.match_count()
         record.complete(
             match_count,
             party.peer_size,
-            hits,
+            talk.hits,
             labels_sent=talk.labels_sent,
             labels_received=talk.peer_labels.count,
         )
-        return hits, match_count
+        return match_count
 
     try:
         starting = submit(record.start, party.size)
@@ -138,7 +138,7 @@ async def initiate_session(
                 tasks.create_task(talk.read_all(stream))
         except BaseExceptionGroup as group:
             raise _first(group) from None
-        hits, match_count = await settled(submit(finish, await talk.matches()))
+        match_count = await settled(submit(finish, await talk.matches()))
     except BaseException as exc:
         if succeeded(starting):  # else nothing is recorded yet; a no-op once completed
             await _record_failure(record, exc, talk.labels_sent)
@@ -155,7 +155,7 @@ async def initiate_session(
         local_count=party.size,
         peer_count=party.peer_size or 0,
         match_count=match_count,
-        matches=hits,
+        matches=talk.hits,
     )
 
 
@@ -218,6 +218,7 @@ class _Talk:
         self.max_peer_size = max_peer_size
         self.peer = peer
         self.peer_labels = LabelBook()
+        self.hits = HitTable(self.peer_labels)  # made once the matches are known
         self.labels_sent = 0
         self.summary: Summary | None = None
         self.progress: Progress | None = None
@@ -265,9 +266,9 @@ class _Talk:
             await self._all_evaluated.wait()
             matches = await self.matches()  # now, while the responder records its side
             party.forget_tags()  # the reveal went out before: the rest needs only the matches
-            if self.release_labels:  # read from the store a few thousand matches at a time
-                messages = released_labels(matches, self.element_ids, self.rows)
-                while (message := await asyncio.to_thread(next, messages, None)) is not None:
+            messages = read_hits(matches, self.element_ids, self.rows, self.hits)
+            while (message := await asyncio.to_thread(next, messages, None)) is not None:
+                if self.release_labels:
                     await stream.send(Labels(*message))
                     self.labels_sent += len(message[0])
             quiet = len(matches) * _RECORDING_SECONDS_PER_MATCH

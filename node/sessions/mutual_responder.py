@@ -33,7 +33,7 @@ from node.errors import InvalidInput
 from node.policy import SessionRequest, check_rate, check_set_size
 from node.sessions.answering import Answering, SharedList
 from node.sessions.blocking import settled, submit, succeeded
-from node.sessions.labels import LabelBook, released_labels
+from node.sessions.labels import LabelBook
 from node.sessions.messages import (
     Blinded,
     Evaluated,
@@ -44,7 +44,7 @@ from node.sessions.messages import (
     Reveal,
     Summary,
 )
-from node.sessions.records import SessionRecord, describe, hit_table
+from node.sessions.records import HitTable, SessionRecord, describe, read_hits
 from node.setup.config import PeerPolicy
 
 __all__ = ["answer_session"]
@@ -143,6 +143,7 @@ class _Answer:
         self.party.read_hello(request.set_size)
         self.peer_labels = LabelBook()
         self.matches = Matches.none()
+        self.hits = HitTable(self.peer_labels)  # made once the matches are known
         self.labels_sent = 0
         self.y_b_sent = False
 
@@ -198,15 +199,14 @@ class _Answer:
             await self.stream.send(Evaluated(tags[start : start + step]))
 
     async def _matched(self) -> None:
-        """The reveal is complete: our matches are known; release our labels if policy says so."""
+        """The reveal is complete: our matches are known; our hits are read from the store, and
+        their labels released as they are read if policy says so."""
         self.matches = await asyncio.to_thread(self.party.matches)
-        if not self.policy.release_labels:
-            return
-        # Read from the store a few thousand matches at a time.
-        messages = released_labels(self.matches, self.shared.points.element_ids, self._rows)
+        messages = read_hits(self.matches, self.shared.points.element_ids, self._rows, self.hits)
         while (message := await asyncio.to_thread(next, messages, None)) is not None:
-            await self.stream.send(Labels(*message))
-            self.labels_sent += len(message[0])
+            if self.policy.release_labels:
+                await self.stream.send(Labels(*message))
+                self.labels_sent += len(message[0])
 
     def _rows(self, ids: Sequence[int]) -> list[tuple[str, str, str | None] | None]:
         return self.node.store().element_rows(ids)  # the calling thread's connection
@@ -214,15 +214,13 @@ class _Answer:
     async def _finish(self) -> None:
         if self.party.mode is Mode.MUTUAL:  # everything has arrived: only the matches are needed
             self.party.forget_tags()
-        points = self.shared.points
         match_count = self.matches.shared
 
         def complete() -> None:  # O(matches) in Python: off the loop
-            hits = hit_table(self.matches, points.element_ids, self._rows, self.peer_labels)
             self.record.complete(
                 match_count,
                 self.request.set_size,
-                hits,
+                self.hits,
                 labels_sent=self.labels_sent,
                 labels_received=self.peer_labels.count,
             )

@@ -8,8 +8,9 @@ webhook) or `fail` (status `failed` and `session.failed` with a human
 reason). Refusals before a session exists are `audit_refusal`. A disclosure
 has one schema whichever side or mode: who, which peer, session, list,
 direction (sent or received) and how many labels. A session's hits are a
-`HitTable` (`hit_table`): packed, its matched records read from the store a few
-thousand at a time.
+`HitTable`: packed, its matched records read from the store a few thousand at a
+time (`read_hits`, which also gives the labels we release, so that one read serves
+both).
 
 Every function here blocks on SQLite: call it off the event loop.
 """
@@ -33,7 +34,7 @@ from crypto.psi import Matches
 from node.data import audit, outbox
 from node.errors import NodeError
 from node.sessions import observe
-from node.sessions.labels import ROWS_PER_READ, ElementRows
+from node.sessions.labels import LABELS_PER_MESSAGE, ROWS_PER_READ, ElementRows
 from node.setup.context import NodeContext
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "describe",
     "hit_table",
     "HitTable",
+    "read_hits",
 ]
 
 log = logging.getLogger("blindmatch.sessions")
@@ -157,17 +159,40 @@ class HitTable(Sequence[dict[str, Any]]):
 def hit_table(
     matches: Matches, element_ids: np.ndarray, rows: ElementRows, peer_labels: PeerLabels
 ) -> HitTable:
-    """The hits of matched (position, peer index) pairs, in position order (blocking: `rows`
-    reads our records from the store, a few thousand at a time). A record removed since the
-    session read its list is left out."""
+    """The hits of matched (position, peer index) pairs, in position order (blocking)."""
     table = HitTable(peer_labels)
+    for _ in read_hits(matches, element_ids, rows, table):
+        pass
+    return table
+
+
+def read_hits(
+    matches: Matches, element_ids: np.ndarray, rows: ElementRows, hits: HitTable
+) -> Iterator[tuple[list[int], list[str]]]:
+    """Adds the hits of matched (position, peer index) pairs to `hits`, in position order,
+    and yields on the way the labels of those matched records that have one: labels messages
+    (indices, labels) of at most LABELS_PER_MESSAGE each, for a session that releases them.
+
+    Blocking: `rows` reads our records from the store, a few thousand at a time. A
+    record removed since the session read its list is left out.
+    """
+    indices: list[int] = []
+    labels: list[str] = []
     for start in range(0, len(matches), ROWS_PER_READ):
         stop = start + ROWS_PER_READ
         records = rows(element_ids[matches.positions[start:stop]].tolist())
         for j, record in zip(matches.indices[start:stop].tolist(), records, strict=True):
-            if record is not None:
-                table.append(record[0], record[1], j)
-    return table
+            if record is None:
+                continue
+            hits.append(record[0], record[1], j)
+            if record[2]:
+                indices.append(j)
+                labels.append(record[2])
+                if len(indices) == LABELS_PER_MESSAGE:
+                    yield indices, labels
+                    indices, labels = [], []
+    if indices:
+        yield indices, labels
 
 
 @dataclass

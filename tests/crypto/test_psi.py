@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from crypto import psi
 from crypto.errors import InvalidElement, ProtocolError
 from crypto.groups import SUITES, TAG_SIZE
-from crypto import psi
 from crypto.psi import Initiator, Mode, Responder, run_locally
 
 GROUPS = list(SUITES.values())
