@@ -75,6 +75,10 @@ __all__ = [
 DEFAULT_CHUNK_ELEMENTS = 4096
 # Chunks multiplied ahead of the one being sent, so compute and transport overlap.
 _LOOKAHEAD = 2
+# An initiator multiplies further ahead: its first chunks are made while the responder
+# loads its list to reply to the hello (seconds at 10^6, when our pool would idle), and
+# it runs one session, so 64 chunks (8 MiB) are held once, not once per peer's session.
+_INITIATOR_LOOKAHEAD = 64
 # Items per step of the array passes that make temporaries (lookups, positions of matches):
 # their scratch stays a few MiB whatever the set's size.
 _STEP = 1 << 16
@@ -183,6 +187,7 @@ class _Party:
 
     _x_ab: _Tags  # tag(x_ab) and tag(y_ba), each kept in the order its subclass says
     _y_ba: _Tags
+    _lookahead = _LOOKAHEAD
 
     def __init__(
         self,
@@ -249,7 +254,7 @@ class _Party:
         for start in range(0, self.size, self._chunk_elements):
             chunk = unique[self._order[start : start + self._chunk_elements]].tobytes()
             pending.append(self._runner.submit_multiply(self.group.name, self._key, chunk))
-            if len(pending) > _LOOKAHEAD:
+            if len(pending) > self._lookahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -287,6 +292,8 @@ class _Party:
 
 class Initiator(_Party):
     """The party that asks: learns the intersection (or its size), reveals it in mutual mode."""
+
+    _lookahead = _INITIATOR_LOOKAHEAD
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
