@@ -26,6 +26,11 @@ def add_audit(subparsers: Subparsers) -> None:
     sub = p.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     verify = sub.add_parser("verify", help="re-check the hash chain and every signature")
     verify.add_argument("node_dir", metavar="NODE_DIR", type=Path)
+    verify.add_argument(
+        "--since",
+        metavar="ISO",
+        help="only the entries at or after this UTC time, the first linked to the entry before",
+    )
     verify.add_argument("--head", help="a head SEQ:HEX recorded earlier, to detect truncation")
     verify.set_defaults(func=_cmd_audit_verify)
     export = sub.add_parser(
@@ -47,10 +52,11 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
     from node.data import audit
 
     config = NodeConfig.load(args.node_dir)
+    since = parse_since(args.since)
     public_key = audit.load_public_key(config.node_dir / "audit.pub")
     expected = audit.Head.parse(args.head) if args.head else None
     with Store.open(config.store_path) as store:
-        result = audit.verify(store.conn, public_key, expected_head=expected)
+        result = audit.verify(store.conn, public_key, expected_head=expected, since=since)
     if not result.ok:
         raise NodeError(f"audit log of {config.agency} fails verification: {result}")
     print(result)

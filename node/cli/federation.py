@@ -1,9 +1,10 @@
 """`ca` and `init`: the federation's certificate authority, and a node's creation and requests.
 
 The CA's commands (`ca init|sign|revoke|crl`) run where the CA's key is, never
-on a node. `init --csr-out` creates a node (or, on an existing node, a
-renewal) with a certificate request to send to the CA operator; `init --ca`
-does request, signature and install in one step, for demos and tests.
+on a node. `init` creates a node (or, on an existing node, a renewal) with a
+certificate request to send to the CA operator, written to `--csr-out FILE` or
+else to NODE_DIR/node.csr; `init --ca` does request, signature and install in
+one step, for demos and tests.
 """
 
 from __future__ import annotations
@@ -153,6 +154,9 @@ def _cmd_ca_crl(args: argparse.Namespace) -> int:
 
 # -- init ---------------------------------------------------------------------------------------
 
+REQUEST_FILE = "node.csr"
+"""Where `init` writes the certificate request without --csr-out, inside NODE_DIR."""
+
 
 def add_init(subparsers: Subparsers) -> None:
     p = subparsers.add_parser(
@@ -162,12 +166,13 @@ def add_init(subparsers: Subparsers) -> None:
     p.add_argument("node_dir", metavar="NODE_DIR", type=Path)
     p.add_argument("--agency", required=True, help="agency id, e.g. customs-nl")
     p.add_argument("--listen", required=True, metavar="HOST:PORT")
-    issuing = p.add_mutually_exclusive_group(required=True)
+    issuing = p.add_mutually_exclusive_group()
     issuing.add_argument(
         "--csr-out",
         metavar="FILE",
         type=Path,
-        help="write a certificate request for the federation CA to FILE (also renews a node)",
+        help="write the certificate request for the federation CA to FILE (default: "
+        f"NODE_DIR/{REQUEST_FILE}); on an existing node, a renewal request",
     )
     issuing.add_argument(
         "--ca", metavar="CA_DIR", type=Path, help="sign with a CA at hand (demos and tests)"
@@ -187,9 +192,15 @@ def _next_steps(node_dir: Path, request: Path) -> str:
     )
 
 
+def _request_path(args: argparse.Namespace) -> Path:
+    """Where the request goes: --csr-out, else NODE_DIR/node.csr."""
+    return Path(args.csr_out or args.node_dir / REQUEST_FILE)
+
+
 def _renew(args: argparse.Namespace, host: str) -> int:
     """Makes a new pending key and request for an existing node; nothing else changes."""
     node_dir: Path = args.node_dir
+    out = _request_path(args)
     config = NodeConfig.load(node_dir)
     if config.agency != args.agency:
         raise ConfigError(
@@ -198,15 +209,15 @@ def _renew(args: argparse.Namespace, host: str) -> int:
         )
     request = pki.make_request(node_dir, config.agency, (host,))
     try:
-        _write_output(args.csr_out, request)
+        _write_output(out, request)
     except BaseException:
         config.tls_pending_key.unlink(missing_ok=True)  # so that the request can be made again
         raise
     print(
-        f"wrote a renewal request for {config.agency} to {args.csr_out}; the installed "
+        f"wrote a renewal request for {config.agency} to {out}; the installed "
         "certificate, the store and the audit log are unchanged until 'cert install'"
     )
-    print(_next_steps(node_dir, args.csr_out))
+    print(_next_steps(node_dir, out))
     return 0
 
 
@@ -215,11 +226,12 @@ def _cmd_init(args: argparse.Namespace) -> int:
     check_agency(args.agency)
     host, _ = check_address(args.listen, "--listen")
     if (node_dir / "node.toml").exists():
-        if args.csr_out is not None:
+        if args.ca is None:
             return _renew(args, host)
         raise ConfigError(
             f"{node_dir} already holds a node; choose another NODE_DIR, or renew its certificate "
-            f"with 'blindmatch init {node_dir} --agency ID --listen HOST:PORT --csr-out FILE'"
+            f"without --ca: 'blindmatch init {node_dir} --agency ID --listen HOST:PORT' (the "
+            f"request goes to {node_dir / REQUEST_FILE}, or to --csr-out FILE)"
         )
     if (node_dir / "store.sqlite").exists():
         raise ConfigError(f"{node_dir} already holds a node; choose another NODE_DIR")
@@ -245,14 +257,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
             certificate, ca_certificate = issued.certificate, issued.ca_certificate
             install_certificate(config, certificate, ca_certificate, operator_name(args))
         else:
-            _write_output(args.csr_out, request)
+            _write_output(_request_path(args), request)
         write_config(config)
     except BaseException:
         if created:
             shutil.rmtree(node_dir, ignore_errors=True)
         raise
     print(f"created node {args.agency!r} in {node_dir} (listen {args.listen})")
-    if args.csr_out is not None:
-        print(f"wrote its certificate request to {args.csr_out}")
-        print(_next_steps(node_dir, args.csr_out))
+    if args.ca is None:
+        print(f"wrote its certificate request to {_request_path(args)}")
+        print(_next_steps(node_dir, _request_path(args)))
     return 0

@@ -211,13 +211,13 @@ def add_records(subparsers: Subparsers) -> None:
     sub = p.add_subparsers(dest="records_command", required=True, metavar="COMMAND")
     remove = sub.add_parser(
         "remove",
-        help="erase one record, its elements and hits (audited; a reason is required)",
+        help="erase one record, its elements and hits (audited)",
         description=(
             "Erase one record in one transaction: its identifiers, cached points, screening "
             "entries and hits. The list's screening key epoch is rotated, so a partner's "
             "cached copy of the encoded list can no longer answer for the record. The audit "
-            "log keeps who, when, why and how many elements and hits went; never the ref. "
-            "Removing a list's last record leaves the list, empty."
+            "log keeps who, when, why (with --reason) and how many elements and hits went; "
+            "never the ref. Removing a list's last record leaves the list, empty."
         ),
     )
     remove.add_argument("node_dir", metavar="NODE_DIR", type=Path)
@@ -226,8 +226,8 @@ def add_records(subparsers: Subparsers) -> None:
     remove.add_argument(
         "--reason",
         metavar="TEXT",
-        help="required: why the record is erased, for the data protection officer (audited; "
-        "e.g. a court order or ticket number, never an identifier)",
+        help="why the record is erased, for the data protection officer (audited; e.g. a "
+        "court order or ticket number, never an identifier)",
     )
     remove.add_argument("--operator", metavar="NAME", help="who erases it (default: the OS user)")
     remove.set_defaults(func=_cmd_records_remove)
@@ -255,7 +255,7 @@ def _cmd_records_remove(args: argparse.Namespace) -> int:
     from node.sessions.erasure import check_reason, remove_record
     from node.setup.context import NodeContext
 
-    check_reason(args.reason, required=True)  # before anything is opened
+    check_reason(args.reason)  # before anything is opened
     node = NodeContext.load(args.node_dir, BatchRunner())
     with node.open_store() as store:
         done = remove_record(

@@ -212,11 +212,20 @@ class VerifyResult:
     failed_seq: int | None = None
     reason: str | None = None
     """One line naming the failing entry and why, e.g. ``entry 17 (...): hash does not ...``."""
+    since: datetime | None = None
+    """The time the check started from, if not the log's start (`verify`'s `since`)."""
+    first_seq: int = 1
+    """The first entry checked."""
 
     def __str__(self) -> str:
-        if self.ok:
+        if not self.ok:
+            return f"audit log FAILED verification: {self.reason}"
+        if self.since is None:
             return f"audit log intact: {self.entries} entries, head {self.head}"
-        return f"audit log FAILED verification: {self.reason}"
+        return (
+            f"audit log intact: {self.entries} entries checked from entry {self.first_seq} "
+            f"(those at or after {_format_at(self.since)}), head {self.head}"
+        )
 
 
 def entry_hash(prev_hash: bytes, seq: int, at: str, event: str, body: str) -> bytes:
@@ -279,15 +288,26 @@ def verify(
     conn: sqlite3.Connection,
     public_key: Ed25519PublicKey,
     expected_head: Head | None = None,
+    since: datetime | None = None,
 ) -> VerifyResult:
-    """Re-checks every entry in seq order and, if given, that the log reaches `expected_head`."""
-    count, prev = 0, Head(0, GENESIS_HASH)
+    """Re-checks every entry in seq order and, if given, that the log reaches `expected_head`.
+
+    With `since`, checks the entries from the first one at or after that time on, the
+    first against the stored hash of the entry before it (which is itself not checked),
+    as a third party holding an export from `since` would.
+    """
+    first, prev = _start(conn, since)
+    count = 0
     recorded_hash: bytes | None = None
-    for row in conn.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq"):
+    if expected_head is not None and 0 < expected_head.seq <= prev.seq:
+        row = conn.execute("SELECT hash FROM audit WHERE seq = ?", (expected_head.seq,)).fetchone()
+        recorded_hash = None if row is None else row[0]  # before `since`: as stored
+    query = f"SELECT {_COLUMNS} FROM audit WHERE seq >= ? ORDER BY seq"
+    for row in conn.execute(query, (first,)):
         problem = _check_row(row, prev, public_key)
         if problem is not None:
             failed_seq, reason = problem
-            return VerifyResult(False, count, prev, failed_seq, reason)
+            return VerifyResult(False, count, prev, failed_seq, reason, since, first)
         count, prev = count + 1, Head(row[0], row[5])
         if expected_head is not None and prev.seq == expected_head.seq:
             recorded_hash = prev.hash
@@ -300,6 +320,8 @@ def verify(
                 prev.seq + 1,
                 f"the log ends at entry {prev.seq} but a head at entry {expected_head.seq} "
                 f"was recorded — entries {prev.seq + 1} to {expected_head.seq} were removed",
+                since,
+                first,
             )
         if recorded_hash != expected_head.hash:
             return VerifyResult(
@@ -309,8 +331,27 @@ def verify(
                 expected_head.seq,
                 f"entry {expected_head.seq} does not match the recorded head {expected_head} — "
                 "the log was rewritten up to that entry by someone holding the signing key",
+                since,
+                first,
             )
-    return VerifyResult(True, count, prev)
+    return VerifyResult(True, count, prev, since=since, first_seq=first)
+
+
+def _start(conn: sqlite3.Connection, since: datetime | None) -> tuple[int, Head]:
+    """The first seq `verify` checks, and the head it must link to: the entry before it as
+    stored (its seq and hash, unchecked), or (0, `GENESIS_HASH`) at the log's start."""
+    if since is None:
+        return 1, Head(0, GENESIS_HASH)
+    (first,) = conn.execute(
+        "SELECT min(seq) FROM audit WHERE at >= ?", (_format_at(since),)
+    ).fetchone()
+    if first is None:  # nothing that recent: nothing to check after the head
+        last = head(conn)
+        return last.seq + 1, last
+    before = conn.execute(
+        "SELECT seq, hash FROM audit WHERE seq < ? ORDER BY seq DESC LIMIT 1", (first,)
+    ).fetchone()
+    return first, Head(0, GENESIS_HASH) if before is None else Head(before[0], before[1])
 
 
 def head(conn: sqlite3.Connection) -> Head:

@@ -207,7 +207,7 @@ def _warnings(
     elif answering is not None:
         warnings.append(f"serving (pid {report['serving']['pid']}) but not answering: {answering}")
     days = report["certificate"]["days_left"]
-    if days < pki.EXPIRY_WARNING_DAYS:
+    if days <= pki.EXPIRY_WARNING_DAYS:
         warnings.append(
             f"this node's certificate {'expired' if days < 0 else f'expires in {days} days'} "
             f"({report['certificate']['not_after']}): renew it with 'blindmatch init {node_dir} "
@@ -232,7 +232,7 @@ def _warnings(
                 f"peer {peer['agency']} presents certificate {cert['serial']}, revoked by the "
                 "installed CRL: no session with it will start until it installs a new one"
             )
-        elif cert and cert["days_left"] < pki.EXPIRY_WARNING_DAYS:
+        elif cert and cert["days_left"] <= pki.EXPIRY_WARNING_DAYS:
             warnings.append(
                 f"peer {peer['agency']}'s certificate expires in {cert['days_left']} days "
                 f"({cert['not_after']}): ask them to renew it"

@@ -399,7 +399,7 @@ def _file_stamp(path: Path) -> tuple[int, int, int] | None:
 
 def _warn_if_expiring(info: pki.CertificateInfo) -> None:
     days = (info.not_after - dt.datetime.now(dt.UTC)).days
-    if days < pki.EXPIRY_WARNING_DAYS:
+    if days <= pki.EXPIRY_WARNING_DAYS:
         log.warning(
             "this node's certificate (serial %s) %s: renew it with 'blindmatch init NODE_DIR "
             "--agency %s --listen HOST:PORT --csr-out FILE', then 'blindmatch cert install'",

@@ -66,17 +66,11 @@ class Erasure:
     """The retention a purge applied."""
 
 
-def check_reason(reason: str | None, required: bool) -> str | None:
-    """Returns the erasure's reason stripped, or raises ConfigError saying how to give one."""
+def check_reason(reason: str | None) -> str | None:
+    """Returns the erasure's reason stripped (None if none was given), or raises ConfigError."""
     text = (reason or "").strip()
     if not text:
-        if required:
-            raise ConfigError(
-                "an erasure needs a reason, kept in the audit log for the data protection "
-                "officer: pass --reason TEXT (e.g. --reason 'court order 2026/114'; "
-                "no identifiers)"
-            )
-        return None
+        return None  # optional (DESIGN §6): the entry still says who and how many
     if len(text) > MAX_PURPOSE_CHARS or not text.isprintable():
         raise ConfigError(
             f"--reason must be printable text of at most {MAX_PURPOSE_CHARS} characters"
@@ -121,10 +115,11 @@ def remove_record(
 ) -> Erasure:
     """Removes one record, its elements and hits, in one audited transaction (`record.removed`).
 
-    Raises NotFound for an unknown list or ref and ConfigError without a reason; both
-    change nothing. Removing a list's last record leaves the list, empty.
+    Raises NotFound for an unknown list or ref and ConfigError for a reason that is not
+    printable text; both change nothing. Without a reason the entry records null. Removing
+    a list's last record leaves the list, empty.
     """
-    why = check_reason(reason, required=True)
+    why = check_reason(reason)
     ref = ref.strip()
     with store.transaction() as conn:
         row = _list(store, list_name)
@@ -158,7 +153,7 @@ def drop_list(
 
     Raises NotFound for an unknown list (nothing changes).
     """
-    why = check_reason(reason, required=False)
+    why = check_reason(reason)
     with store.transaction() as conn:
         row = _list(store, list_name)
         erased = tables.drop_list(conn, row)

@@ -234,11 +234,17 @@ class PeerPolicy:
         return mode in self.modes
 
     def to_json(self) -> dict[str, Any]:
-        """Returns the peer's policy as `peer list --json` prints it (DESIGN §6)."""
-        table = self.to_toml()
+        """Returns the peer's policy as `peer list --json` prints it, keys in the contract's
+        order (DESIGN §6): scripts may rely on it."""
         return {
             "agency": self.agency,
-            **{k: v for k, v in table.items() if k != "screen_budget_per_day"},
+            "address": self.address,
+            "lists": list(self.lists),
+            "modes": sorted(self.modes),
+            "release_labels": self.release_labels,
+            "sessions_per_hour": self.sessions_per_hour,
+            "max_concurrent": self.max_concurrent,
+            "max_set_size": self.max_set_size,
             "screen_budget": self.screen_budget_per_day,
         }
 

@@ -105,7 +105,7 @@ AGENCY_URI_PREFIX = "blindmatch://agency/"
 NODE_DAYS = 730
 """Default validity of a node certificate."""
 EXPIRY_WARNING_DAYS = 30
-"""`status` and `serve` warn when a certificate expires sooner than this."""
+"""`status` and `serve` warn when a certificate has this many whole days left, or fewer."""
 CRL_DAYS = 30
 """A CRL's next_update: how long nodes may rely on it before the CA should issue another."""
 _CA_DAYS = 3650

@@ -1,6 +1,8 @@
-"""`blindmatch audit export`: entries a supervisory authority can re-verify with audit.pub alone."""
+"""`blindmatch audit export`: entries a supervisory authority can re-verify with audit.pub alone;
+`audit verify --since`: the entries from a time on, checked on the node."""
 
 import json
+import sqlite3
 from pathlib import Path
 
 import blake3
@@ -69,4 +71,41 @@ def test_export_is_reverifiable_and_itself_audited(run_cli: RunCli, tmp_path: Pa
         raise AssertionError("an altered entry passed the third-party check")
 
     bad = run_cli("audit", "export", "node", "--since", "last tuesday")
+    assert bad.returncode == 1 and "is not an ISO date" in bad.stderr
+
+
+def _tamper(node: Path, seq: int) -> None:
+    """Alters entry `seq`'s body as someone who can write the store file could."""
+    conn = sqlite3.connect(node / "store.sqlite")
+    try:
+        with conn:
+            conn.execute("DROP TRIGGER IF EXISTS audit_append_only_update")
+            conn.execute("UPDATE audit SET body = '{}' WHERE seq = ?", (seq,))
+    finally:
+        conn.close()
+
+
+def test_verify_since_checks_only_the_entries_from_that_time(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    node = setup_node(run_cli, tmp_path)  # entry 1: cert.installed
+    run_cli("config", "set", "node", "date_order", "DMY", check=True)  # 2
+    run_cli("peer", "add", "node", "--agency", "police-nl", "--address", "h:1", check=True)  # 3
+    conn = sqlite3.connect(node / "store.sqlite")
+    try:
+        ((since,),) = conn.execute("SELECT at FROM audit WHERE seq = 2").fetchall()
+    finally:
+        conn.close()
+
+    out = run_cli("audit", "verify", "node", "--since", since, check=True).stdout
+    assert out.startswith("audit log intact: 2 entries checked from entry 2 (those at or after ")
+    _tamper(node, 1)  # before --since: not checked
+    assert run_cli("audit", "verify", "node").returncode == 1
+    again = run_cli("audit", "verify", "node", "--since", since, check=True).stdout
+    assert "intact: 2 entries checked from entry 2" in again
+    _tamper(node, 3)  # after --since: found
+    failed = run_cli("audit", "verify", "node", "--since", since)
+    assert failed.returncode == 1 and "entry 3 (peer.added at " in failed.stderr
+    assert "hash does not match its content" in failed.stderr
+    bad = run_cli("audit", "verify", "node", "--since", "yesterday")
     assert bad.returncode == 1 and "is not an ISO date" in bad.stderr

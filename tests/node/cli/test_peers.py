@@ -105,3 +105,23 @@ def test_what_cannot_be_done_is_refused_and_changes_nothing(
     assert both.returncode == 2
     assert (node / "node.toml").read_bytes() == config
     assert policy_entries(node) == entries
+
+
+def test_list_json_keys_are_in_the_contract_order(run_cli: RunCli, tmp_path: Path) -> None:
+    setup_node(run_cli, tmp_path)
+    run_cli("peer", "add", "node", *POLICE, "--address", "127.0.0.1:50052", check=True)
+    run_cli("peer", "add", "node", "--agency", "border-be", "--address", "h:1", check=True)
+    printed = run_cli("peer", "list", "node", "--json", check=True).stdout
+    order = [
+        "agency",
+        "address",
+        "lists",
+        "modes",
+        "release_labels",
+        "sessions_per_hour",
+        "max_concurrent",
+        "max_set_size",
+        "screen_budget",
+    ]  # DESIGN §6
+    assert [list(peer) for peer in json.loads(printed)] == [order, order]
+    assert [peer["agency"] for peer in json.loads(printed)] == ["border-be", "police-nl"]

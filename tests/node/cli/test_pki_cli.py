@@ -50,12 +50,56 @@ def request_node(run_cli: RunCli, tmp_path: Path, agency: str = "customs-nl") ->
     return tmp_path / agency
 
 
-def test_init_takes_exactly_one_of_ca_and_csr_out(run_cli: RunCli) -> None:
+def test_init_takes_at_most_one_of_ca_and_csr_out(run_cli: RunCli, tmp_path: Path) -> None:
     run_cli("ca", "init", "ca", check=True)
     both = run_cli("init", "n", "--agency", "customs-nl", *LISTEN, "--ca", "ca", "--csr-out", "r")
-    neither = run_cli("init", "n", "--agency", "customs-nl", *LISTEN)
     assert both.returncode == 2 and "not allowed with" in both.stderr
-    assert neither.returncode == 2 and "--csr-out" in neither.stderr
+    assert not (tmp_path / "n").exists()
+
+
+def request_key(request: Path) -> bytes:
+    """The public key a certificate request is for, as DER."""
+    csr = x509.load_pem_x509_csr(request.read_bytes())
+    return csr.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def pending_key(node: Path) -> bytes:
+    """The public half of the node's pending key, as DER."""
+    key = serialization.load_pem_private_key((node / "tls" / "pending.key").read_bytes(), None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_init_without_ca_or_csr_out_writes_the_request_into_the_node(
+    run_cli: RunCli, tmp_path: Path
+) -> None:
+    """DESIGN §6: both are optional; the request goes to NODE_DIR/node.csr, also on renewal."""
+    run_cli("ca", "init", "ca", check=True)
+    node, request = tmp_path / "node", tmp_path / "node" / "node.csr"
+    out = run_cli("init", "node", "--agency", "customs-nl", *LISTEN, check=True).stdout
+    assert "wrote its certificate request to node/node.csr" in out
+    assert "send node/node.csr to the federation CA operator" in out
+    assert request_key(request) == pending_key(node)
+    assert not (node / "tls" / "node.crt").exists()
+    run_cli("ca", "sign", "ca", request, "--out", "first.crt", check=True)
+    run_cli("cert", "install", "node", "first.crt", "--ca-cert", "ca/ca.crt", check=True)
+    first = pki.certificate_info(node / "tls" / "node.crt")
+    assert first.agency == "customs-nl"
+
+    # A renewal without --csr-out replaces the request file, and nothing else until installed.
+    store = (node / "store.sqlite").read_bytes()
+    out = run_cli("init", "node", "--agency", "customs-nl", *LISTEN, check=True).stdout
+    assert "wrote a renewal request for customs-nl to node/node.csr" in out
+    assert request_key(request) == pending_key(node)
+    assert (node / "store.sqlite").read_bytes() == store
+    assert pki.certificate_info(node / "tls" / "node.crt").serial == first.serial
+    run_cli("ca", "sign", "ca", request, "--out", "renewed.crt", check=True)
+    run_cli("cert", "install", "node", "renewed.crt", "--ca-cert", "ca/ca.crt", check=True)
+    assert pki.certificate_info(node / "tls" / "node.crt").serial != first.serial
+    assert not (node / "tls" / "pending.key").exists()
 
 
 def test_a_node_joins_by_request_and_works_only_once_installed(

@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.federation import Federation
+from tests.federation import Federation, free_port
 
 CUSTOMS = """ref,iban,label
 C1,NL91 ABNA 0417 1643 00,customs case C1
@@ -124,3 +125,45 @@ def test_status_of_a_node_waiting_for_its_certificate(fed: Federation) -> None:
     assert report["peers"][0]["reachable"] is False
     assert any("cert install" in w for w in report["warnings"]), report["warnings"]
     assert "certificate: none installed" in fed.cli("status", node).stdout
+
+
+def _join(fed: Federation, agency: str, days: int) -> None:
+    """Creates `agency`'s node by request, with a certificate the CA signs for `days` days."""
+    fed.addresses[agency] = f"127.0.0.1:{free_port()}"
+    request, certificate = fed.root / f"{agency}.csr", fed.root / f"{agency}.crt"
+    listen = fed.addresses[agency]
+    fed.cli("init", fed.node(agency), "--agency", agency, "--listen", listen, "--csr-out", request)
+    fed.cli("ca", "sign", fed.root / "ca", request, "--out", certificate, "--days", days)
+    fed.cli("cert", "install", fed.node(agency), certificate, "--ca-cert", fed.root / "ca/ca.crt")
+
+
+def test_status_and_serve_warn_30_days_before_a_certificate_expires(tmp_path: Path) -> None:
+    fed = Federation(tmp_path)
+    try:
+        _join(fed, "customs-nl", 31)  # 30 whole days left when checked: warned
+        _join(fed, "police-nl", 20)
+        _join(fed, "border-be", 32)  # 31 days left: not yet
+        for peer in ("police-nl", "border-be"):
+            fed.add_peer("customs-nl", peer)
+            fed.add_peer(peer, "customs-nl")
+        for agency in ("customs-nl", "police-nl", "border-be"):
+            fed.start(agency)
+        report = _status(fed, "customs-nl")
+    finally:
+        fed.close()
+
+    assert report["certificate"]["days_left"] == 30
+    peers = {p["agency"]: p for p in report["peers"]}
+    assert peers["police-nl"]["reachable"] and peers["border-be"]["reachable"]
+    assert peers["police-nl"]["certificate"]["days_left"] == 19
+    assert peers["border-be"]["certificate"]["days_left"] == 31
+    warnings = report["warnings"]
+    own = [w for w in warnings if w.startswith("this node's certificate expires in 30 days")]
+    assert len(own) == 1 and f"blindmatch init {fed.node('customs-nl')}" in own[0], warnings
+    assert [w for w in warnings if w.startswith("peer police-nl's certificate expires in 19 days")]
+    assert not [w for w in warnings if "border-be" in w], warnings
+    # serve says so at start-up, in its log, for its own certificate only
+    assert "this node's certificate (serial" in fed.log("customs-nl").read_text()
+    assert "expires in 30 days: renew it" in fed.log("customs-nl").read_text()
+    assert "expires in 19 days: renew it" in fed.log("police-nl").read_text()
+    assert "renew it" not in fed.log("border-be").read_text()

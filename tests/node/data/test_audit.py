@@ -390,6 +390,68 @@ def test_an_older_recorded_head_still_verifies_after_appends(chain: sqlite3.Conn
     assert audit.verify(chain, PUB, expected_head=recorded).ok
 
 
+# --- verify from a time on (`audit verify --since`) -----------------------------------------------
+
+SINCE = T0 + timedelta(minutes=3)  # entry 4 on: entries 4 to len(EVENTS)
+
+
+def test_verify_since_checks_from_the_first_entry_at_or_after_that_time(
+    chain: sqlite3.Connection,
+) -> None:
+    result = audit.verify(chain, PUB, since=SINCE - timedelta(seconds=30))
+    assert (result.ok, result.first_seq, result.entries) == (True, 4, len(EVENTS) - 3)
+    assert result.head == audit.head(chain)
+    assert str(result) == (
+        f"audit log intact: {len(EVENTS) - 3} entries checked from entry 4 (those at or after "
+        f"2026-03-01T09:32:30.123456Z), head {result.head}"
+    )
+    exact = audit.verify(chain, PUB, since=SINCE.replace(microsecond=123456))
+    assert (exact.first_seq, exact.entries) == (4, len(EVENTS) - 3)  # "at or after"
+    whole = audit.verify(chain, PUB, since=T0 - timedelta(days=1))
+    assert (whole.ok, whole.first_seq, whole.entries) == (True, 1, len(EVENTS))
+    later = audit.verify(chain, PUB, since=T0 + timedelta(days=1))
+    assert (later.ok, later.entries, later.first_seq) == (True, 0, len(EVENTS) + 1)
+
+
+def test_verify_since_does_not_check_entries_before_that_time(chain: sqlite3.Connection) -> None:
+    as_attacker(chain).execute("UPDATE audit SET body = '{}' WHERE seq = 2")
+    assert audit.verify(chain, PUB).failed_seq == 2
+    assert audit.verify(chain, PUB, since=SINCE).ok
+
+
+def test_verify_since_names_a_tampered_entry_after_that_time(chain: sqlite3.Connection) -> None:
+    as_attacker(chain).execute("UPDATE audit SET body = '{}' WHERE seq = 6")
+    result = audit.verify(chain, PUB, since=SINCE)
+    assert (result.ok, result.failed_seq, result.entries, result.first_seq) == (False, 6, 2, 4)
+    assert result.reason == (
+        "entry 6 (screen.answered at 2026-03-01T09:35:00.123456Z): hash does not match its "
+        "content — the entry was altered"
+    )
+
+
+def test_verify_since_links_the_first_entry_to_the_one_before(chain: sqlite3.Connection) -> None:
+    """Entry 3 is not checked, but entry 4 must link to the hash stored for it."""
+    conn = as_attacker(chain)
+    conn.execute("UPDATE audit SET hash = ? WHERE seq = 3", (bytes(32),))
+    result = audit.verify(conn, PUB, since=SINCE)
+    assert (result.ok, result.failed_seq) == (False, 4)
+    assert "prev_hash does not link to entry 3" in (result.reason or "")
+    conn.execute("DELETE FROM audit WHERE seq = 3")
+    result = audit.verify(conn, PUB, since=SINCE)
+    assert (result.ok, result.failed_seq) == (False, 3)
+    assert result.reason == (
+        "entry 3 missing: the log goes from entry 2 to entry 4 — entries were deleted"
+    )
+
+
+def test_verify_since_with_a_recorded_head(chain: sqlite3.Connection) -> None:
+    old, recorded = audit.Head(2, rows(chain)[1][5]), audit.head(chain)
+    assert audit.verify(chain, PUB, expected_head=old, since=SINCE).ok  # as stored
+    assert audit.verify(chain, PUB, expected_head=recorded, since=SINCE).ok
+    wrong = audit.Head(2, bytes(32))
+    assert audit.verify(chain, PUB, expected_head=wrong, since=SINCE).failed_seq == 2
+
+
 def test_head_text_round_trips() -> None:
     h = audit.Head(42, bytes(range(32)))
     assert str(h) == "42:" + bytes(range(32)).hex()

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from node.data.sample import write_csv
@@ -23,7 +24,8 @@ from node.errors import PeerError
 from node.rpc.probe import peer_certificate
 from node.setup import pki
 from node.setup.config import NodeConfig
-from tests.federation import Federation, free_port
+from tests.federation import Federation, free_port, peer_channel
+from tests.node.rpc.peer_wire import raw_methods
 
 AGENCIES = ("customs-nl", "police-nl", "border-be")
 # Generated lists of one seed; overlapping entity ranges are shared, written differently.
@@ -56,6 +58,27 @@ def presented_serial(fed: Federation, asking: str, peer: str) -> int:
     config = NodeConfig.load(fed.node(asking))
     certificate = asyncio.run(peer_certificate(config, peer, fed.addresses[peer], 10.0))
     return certificate.serial_number
+
+
+def refusals_on_the_wire(
+    fed: Federation, caller: str, serving: str
+) -> dict[str, tuple[grpc.StatusCode, bool]]:
+    """Each RPC of `serving` called with `caller`'s certificate: its status code, and whether
+    the details say "certificate revoked"."""
+    outcomes = {}
+    with peer_channel(fed.node(caller), serving, fed.addresses[serving]) as channel:
+        methods = raw_methods(channel)
+        calls = {
+            "Session": lambda: list(methods["Session"](iter([b""]), timeout=10)),
+            "FetchEncodedList": lambda: list(methods["FetchEncodedList"](b"", timeout=10)),
+            "Screen": lambda: methods["Screen"](b"", timeout=10),
+        }
+        for name, call in calls.items():
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            error = refused.value
+            outcomes[name] = (error.code(), "certificate revoked" in (error.details() or ""))
+    return outcomes
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +184,11 @@ def test_a_revoked_agency_is_refused_both_ways_while_the_others_keep_matching(
     proc = fed.match("border-be", "police-nl", "watch", mode="screen", check=False)
     assert proc.returncode == 1 and "certificate revoked" in proc.stderr
     assert audit_entries(fed.node("police-nl"), "screen.refused")[-1]["peer"] == "border-be"
+    # On the wire every call the revoked node makes is refused UNAUTHENTICATED.
+    assert refusals_on_the_wire(fed, "border-be", "customs-nl") == {
+        name: (grpc.StatusCode.UNAUTHENTICATED, True)
+        for name in ("Session", "FetchEncodedList", "Screen")
+    }
 
     # Sessions to the revoked node are not started: it never hears of them.
     border_seen = audit_entries(fed.node("border-be"), "session.answered")

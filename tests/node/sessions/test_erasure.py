@@ -223,13 +223,42 @@ def test_removing_the_last_record_leaves_an_empty_list(
     assert [b["hits"] for b in removed] == [1, 1, 0]
 
 
+def test_records_remove_without_a_reason_audits_who_and_how_many(
+    make_node: MakeNode, run_cli: RunCli, tmp_path: Path
+) -> None:
+    """--reason is optional (DESIGN §6), as for `lists drop`: the entry says reason null."""
+    node_dir = _node_with_lists(make_node, run_cli, tmp_path).node_dir
+    ((elements,),) = _rows(
+        node_dir,
+        "SELECT count(*) FROM elements e JOIN records r ON e.record_id = r.id "
+        "JOIN lists l ON r.list_id = l.id WHERE l.name = 'targets' AND r.ref = 'P1'",
+    )
+    removed = run_cli(
+        "records", "remove", node_dir, "--list", "targets", "--ref", "P1",
+        "--operator", "dpo-ben",
+    )  # fmt: skip
+    assert removed.returncode == 0, removed.stderr
+    assert "1 record erased" in removed.stdout
+    assert _rows(node_dir, "SELECT ref FROM records WHERE ref = 'P1'") == []
+    (entry,) = [b for e, b in _audit(node_dir) if e == "record.removed"]
+    assert entry == {
+        "operator": "dpo-ben",
+        "list": "targets",
+        "reason": None,
+        "records": 1,
+        "elements": elements,
+        "hits": 1,
+    }
+    assert elements > 0
+    assert "audit log intact" in run_cli("audit", "verify", node_dir, check=True).stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["records", "remove", "--list", "nope", "--ref", "P1", "--reason", "x"], "no list 'nope'"),
         (["records", "remove", "--list", "targets", "--ref", "P9", "--reason", "x"], "no record"),
-        (["records", "remove", "--list", "targets", "--ref", "P1"], "needs a reason"),
-        (["records", "remove", "--list", "targets", "--ref", "P1", "--reason", " "], "--reason"),
+        (["records", "remove", "--list", "targets", "--ref", "P1", "--reason", "a\nb"], "--reason"),
         (["lists", "drop", "--list", "nope"], "no list 'nope'"),
         (["ingest", "--list", "targets", "police.csv", "--retain-days", "-1"], "--retain-days"),
         (["config", "set", "retain_days", "-5"], "retain_days must be"),
