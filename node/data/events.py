@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import h3
 
 from node.data.identifiers import EVENT_COLUMNS, WINDOW_COLUMNS, Rejection, encode_element
+from node.data.store import stored_time
 
 __all__ = [
     "CELL_DIAMETER_M",
@@ -303,7 +304,8 @@ def read_event(row: Mapping[str, object]) -> tuple[Event | None, list[Rejection]
             Rejection(
                 "end",
                 f"event end {_text(row['end'])!r} is not after its start "
-                f"{_text(row['start'])!r} (as UTC: {_iso(event.end)}, {_iso(event.start)})",
+                f"{_text(row['start'])!r} (as UTC: {stored_time(event.end)}, "
+                f"{stored_time(event.start)})",
             )
         ]
     if event.end - event.start > MAX_WINDOW:
@@ -331,11 +333,6 @@ class Window:
         )
 
 
-def _iso(when: dt.datetime) -> str:
-    """A time as the store keeps it (`store.utc_now`'s form), so times compare as text."""
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
-
-
 def read_window(row: Mapping[str, object]) -> tuple[Window, list[Rejection]]:
     """The validity window of an input row and what was rejected, by column."""
     bounds: dict[str, dt.datetime] = {}
@@ -354,11 +351,12 @@ def read_window(row: Mapping[str, object]) -> tuple[Window, list[Rejection]]:
             Rejection(
                 "valid_until",
                 f"valid_until {_text(row['valid_until'])!r} is not after valid_from "
-                f"{_text(row['valid_from'])!r} (as UTC: {_iso(until)}, {_iso(since)})",
+                f"{_text(row['valid_from'])!r} (as UTC: {stored_time(until)}, "
+                f"{stored_time(since)})",
             )
         )
     if problems:
         return Window(None, None), problems
     return Window(
-        None if since is None else _iso(since), None if until is None else _iso(until)
+        None if since is None else stored_time(since), None if until is None else stored_time(until)
     ), []

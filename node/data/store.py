@@ -62,6 +62,7 @@ __all__ = [
     "ListInfo",
     "ListPoints",
     "Store",
+    "stored_time",
     "utc_now",
 ]
 
@@ -308,6 +309,15 @@ IN_WINDOW = (
     "(r.valid_from IS NULL OR r.valid_from <= ?) AND (r.valid_until IS NULL OR r.valid_until > ?)"
 )
 """SQL: record `r` is inside its validity window at the two `?` (both `now`, ISO UTC text)."""
+_NEXT_WINDOW_EDGE = """
+    SELECT min(t) FROM (
+        SELECT min(valid_from) AS t FROM records WHERE list_id = ? AND valid_from > ?
+        UNION ALL
+        SELECT min(valid_until) FROM records WHERE list_id = ? AND valid_until > ?)
+"""
+"""SQL: when a record of list `?` next enters or leaves its window after `?` (twice), or NULL."""
+_NEXT_WINDOW_START = "SELECT min(valid_from) FROM records WHERE list_id = ? AND valid_from > ?"
+"""SQL: when a record of list `?` next enters its window after `?`, or NULL."""
 
 
 def check_hits_list(name: str, where: str = "--list") -> str:
@@ -328,7 +338,12 @@ def check_list_name(name: str, where: str = "--list") -> str:
 
 def utc_now() -> str:
     """Returns the current UTC time as an ISO 8601 string with seconds."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return stored_time(dt.datetime.now(dt.UTC))
+
+
+def stored_time(when: dt.datetime) -> str:
+    """A time as the store keeps it: ISO 8601 UTC to the second, so text order is time order."""
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -537,6 +552,27 @@ class Store:
         rows = self.conn.execute("SELECT name, kind, version FROM lists ORDER BY name")
         return {name: (kind, version) for name, kind, version in rows}
 
+    def window_edges(
+        self, now: str, names: Iterable[str] | None = None, closing: bool = True
+    ) -> dict[str, str]:
+        """When a record's validity window next opens (or closes, if `closing`) after `now`
+        (ISO UTC), per operations list (only they have windows) of `names` (default all) that
+        has one. Reads each list's records: for when a list changed, not for every poll."""
+        wanted = None if names is None else set(names)
+        lists = self.conn.execute("SELECT id, name FROM lists WHERE kind = 'operations'")
+        edges = {}
+        for list_id, name in lists.fetchall():
+            if wanted is None or name in wanted:
+                query, args = (
+                    (_NEXT_WINDOW_EDGE, (list_id, now, list_id, now))
+                    if closing
+                    else (_NEXT_WINDOW_START, (list_id, now))
+                )
+                (edge,) = self.conn.execute(query, args).fetchone()
+                if edge is not None:
+                    edges[name] = str(edge)
+        return edges
+
     def list_row(self, name: str) -> tuple[int, int, str]:
         """Returns (id, version, kind) of list `name` for matching (a peer may see why not).
 
@@ -600,13 +636,7 @@ class Store:
                 packed += b"".join(row[0] for row in rows)
                 ids.extend(row[1] for row in rows)
             (changes_at,) = self.conn.execute(
-                """
-                SELECT min(t) FROM (
-                    SELECT min(valid_from) AS t FROM records WHERE list_id = ? AND valid_from > ?
-                    UNION ALL
-                    SELECT min(valid_until) FROM records WHERE list_id = ? AND valid_until > ?)
-                """,
-                (list_id, now, list_id, now),
+                _NEXT_WINDOW_EDGE, (list_id, now, list_id, now)
             ).fetchone()
         points = np.frombuffer(packed, dtype=np.uint8).reshape(len(ids), ELEMENT_SIZE)
         element_ids = np.frombuffer(ids, dtype=np.int64) if ids else np.empty(0, np.int64)
@@ -766,6 +796,17 @@ class Store:
         cursor = self.conn.execute(query, [*args, limit])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def last_initiated(self, peer: str, mode: str, since: str = "") -> dict[str, str]:
+        """When we last started a `mode` session with `peer` of each list against the peer's
+        list of the same name (running or completed, at or after `since`): the last sweeps."""
+        rows = self.conn.execute(
+            "SELECT list, max(started_at) FROM sessions WHERE peer = ? AND started_at >= ? "
+            "AND role = 'initiator' AND mode = ? AND peer_list = list AND status != 'failed' "
+            "GROUP BY list",
+            (peer, since, mode),
+        )
+        return {str(name): str(started) for name, started in rows}
 
     def sessions_since(self, peer: str, role: str, since: str) -> tuple[int, str | None]:
         """Sessions with `peer` in `role` started at or after `since`: (count, earliest start)."""

@@ -28,6 +28,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from node.data.store import stored_time
 from node.errors import ConfigError, Conflict, NotFound
 
 __all__ = [
@@ -167,14 +168,14 @@ def open_login(conn: sqlite3.Connection, token: str, now: dt.datetime) -> tuple[
     if user is None:
         return None
     cookie = new_token()
-    conn.execute("DELETE FROM console_logins WHERE expires_at <= ?", (_at(now),))
+    conn.execute("DELETE FROM console_logins WHERE expires_at <= ?", (stored_time(now),))
     conn.execute(
         "INSERT INTO console_logins (cookie_hash, user_id, created_at, expires_at) "
         "SELECT ?, id, ?, ? FROM users WHERE name = ?",
         (
             hash_token(cookie),
-            _at(now),
-            _at(now + dt.timedelta(hours=LOGIN_HOURS)),
+            stored_time(now),
+            stored_time(now + dt.timedelta(hours=LOGIN_HOURS)),
             user.name,
         ),
     )
@@ -187,7 +188,7 @@ def find_by_login(conn: sqlite3.Connection, cookie: str, now: dt.datetime) -> Us
     row = conn.execute(
         f"SELECT {_USER_COLUMNS} FROM console_logins c JOIN users u ON u.id = c.user_id "
         "WHERE c.cookie_hash = ? AND c.expires_at > ?",
-        (hash_token(cookie), _at(now)),
+        (hash_token(cookie), stored_time(now)),
     ).fetchone()
     return None if row is None else User(*row)
 
@@ -196,7 +197,3 @@ def close_login(conn: sqlite3.Connection, cookie: str) -> None:
     """Signs the session cookie out (nothing happens for an unknown one)."""
     conn.execute("DELETE FROM console_logins WHERE cookie_hash = ?", (hash_token(cookie),))
 
-
-def _at(moment: dt.datetime) -> str:
-    """A time as the table keeps it: UTC, to the second, so text order is time order."""
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")

@@ -11,15 +11,21 @@ never stops or delays the others. Two callers:
   plans the pairs (`plan_blocking`), runs them, returns one `SweepResult` per pair.
 - `sweep_on_change_and_schedule` — a `serve` job: it sweeps an operations list
   with every allowed peer within `sweep_poll_seconds` of a change of its
-  version (an ingest, a record removal, a retention purge), every operations
-  list every `sweep_minutes` (node.toml; 0 turns the schedule off), and
-  retries a failed pair after `RETRY_FIRST_SECONDS`, doubling up to
-  `sweep_minutes` (an hour when the schedule is off), until it succeeds or is
-  no longer eligible. Starting `serve` does not sweep: the first look sets the
-  baseline of list versions, and the first scheduled sweep comes `sweep_minutes`
-  after the start. With `serve --workers N` only the process holding the
-  `sweep.lock` flock in the node directory sweeps; the others try again every
-  poll, so one takes over if the holder dies.
+  version (an ingest, a record removal, a retention purge — which is also how a
+  record whose validity window closes is seen: retention erases it then) or of
+  the moment a record's validity window opens (which changes no version);
+  every pair that no session has swept for `sweep_minutes` (node.toml; 0 turns
+  the schedule off); and retries a failed pair after `RETRY_FIRST_SECONDS`,
+  doubling up to `sweep_minutes` (an hour when the schedule is off), until it
+  succeeds or is no longer eligible. Starting `serve` sees no change: the
+  first look sets the baseline of list versions and window openings. The
+  schedule is read from the store's session records (the last non-failed
+  mutual session we started of the list with the peer's list of the same name,
+  whoever started it: serve, `blindmatch sweep` or `match`), so it survives
+  restarts: a pair last swept more than `sweep_minutes` ago is swept at the
+  first poll, one never swept `sweep_minutes` after the start. With `serve --workers N` only
+  the process holding the `sweep.lock` flock in the node directory sweeps; the
+  others try again every poll, so one takes over if the holder dies.
 
 A pair is eligible when the list is an `operations` list and the peer's policy
 in node.toml allows that list (`lists`) and the `mutual` mode; the peer's list
@@ -30,6 +36,7 @@ has the same name as ours. Sessions run by `serve` have the purpose
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -39,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crypto.errors import CryptoError
+from node.data.store import stored_time
 from node.errors import ConfigError, NodeError, NotFound, PolicyDenied
 from node.rpc.client import match
 from node.sessions.records import describe
@@ -343,7 +351,9 @@ class _Sweeper:
         self.loop = asyncio.get_running_loop()
         self.slots = asyncio.Semaphore(limit)
         self.versions: dict[str, int] | None = None  # None until the baseline is read
-        self.anchor = self.loop.time()  # the last scheduled sweep (or the start)
+        self.opens: dict[str, str] = {}  # per operations list: when a record's window next opens
+        self.started = self.loop.time()
+        self.swept_before: dict[Pair, bool] = {}  # whether the store holds a sweep of the pair
         self.due: set[Pair] = set()
         self.running: dict[Pair, asyncio.Task[None]] = {}
         self.failures: dict[Pair, int] = {}
@@ -364,7 +374,7 @@ class _Sweeper:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def tick(self) -> None:
-        """Looks at list versions, the schedule and the retries; starts what is due."""
+        """Looks at versions, window openings, the schedule and retries; starts what is due."""
         try:
             versions = await asyncio.to_thread(_operations_versions_blocking, self.node)
         except NodeError as exc:
@@ -372,12 +382,14 @@ class _Sweeper:
             return
         config = self.node.config  # reloaded by config_watch
         now = self.loop.time()
+        wall = self.node.now()
         pairs = eligible_pairs(config, versions)
         eligible = set(pairs)
-        for table in (self.failures, self.retry_at):
+        for table in (self.failures, self.retry_at, self.swept_before):
             for pair in [p for p in table if p not in eligible]:
                 del table[pair]
         self.due &= eligible
+        baseline = self.versions is None
         if self.versions is None:  # the baseline: starting does not sweep
             self.versions = versions
             log.info(
@@ -388,25 +400,29 @@ class _Sweeper:
             )
         changed = sorted(n for n, v in versions.items() if self.versions.get(n) != v)
         self.versions = versions
+        now_stored = stored_time(wall)
+        opened = sorted(n for n, at in self.opens.items() if at <= now_stored and n in versions)
         for name in changed:
-            peers = [p.peer for p in pairs if p.list == name]
-            log.info(
-                "sweeps: operations list %s changed (version %d): sweeping it with %s",
-                name,
-                versions[name],
-                ", ".join(peers) or "no peer (no policy allows it)",
-            )
-            self.due.update(p for p in pairs if p.list == name)
+            self._sweep_list(name, pairs, f"changed (version {versions[name]})")
+        for name in opened:
+            if name not in changed:
+                self._sweep_list(name, pairs, "has a record whose validity window opened")
+        stale = set(versions) if baseline else {*changed, *opened}
+        if stale:  # when a record's window opens next: read again when its list changed
+            opens = await asyncio.to_thread(self._opens_blocking, stored_time(wall), stale)
+            self.opens = {n: at for n, at in self.opens.items() if n not in stale} | opens
+        self.opens = {n: at for n, at in self.opens.items() if n in versions}
         minutes = config.sweep_minutes
-        if minutes and now >= self.anchor + minutes * 60:
-            self.anchor = now
-            log.info(
-                "sweeps: scheduled sweep (every %d min) of %d list(s) with %d session(s)",
-                minutes,
-                len(versions),
-                len(pairs),
-            )
-            self.due.update(pairs)
+        if minutes:
+            scheduled = await self._scheduled(pairs, now, wall, minutes)
+            if scheduled:
+                log.info(
+                    "sweeps: scheduled sweep (every %d min): %s not swept since %s",
+                    minutes,
+                    ", ".join(map(str, scheduled)),
+                    stored_time(wall - dt.timedelta(minutes=minutes)),
+                )
+                self.due.update(scheduled)
         self.due.update(p for p, at in self.retry_at.items() if at <= now)
         for pair in sorted(self.due):
             if pair not in self.running:  # else it runs again once the running one ends
@@ -415,6 +431,60 @@ class _Sweeper:
                 task = asyncio.create_task(self.run_pair(pair), name=f"sweep {pair}")
                 self.running[pair] = task
                 task.add_done_callback(self._ended)
+
+    def _sweep_list(self, name: str, pairs: list[Pair], why: str) -> None:
+        peers = [p.peer for p in pairs if p.list == name]
+        log.info(
+            "sweeps: operations list %s %s: sweeping it with %s",
+            name,
+            why,
+            ", ".join(peers) or "no peer (no policy allows it)",
+        )
+        self.due.update(p for p in pairs if p.list == name)
+
+    def _opens_blocking(self, now: str, names: set[str]) -> dict[str, str]:
+        return self.node.store().window_edges(now, names, closing=False)
+
+    async def _scheduled(
+        self, pairs: list[Pair], now: float, wall: dt.datetime, minutes: int
+    ) -> list[Pair]:
+        """The pairs no session has swept for `minutes` (never swept: `minutes` after the start).
+
+        A pair running, already due or failing (its retries take it) is not looked at.
+        """
+        waiting = [
+            p
+            for p in pairs
+            if p not in self.running and p not in self.due and p not in self.failures
+        ]
+        if not waiting:
+            return []
+        since = stored_time(wall - dt.timedelta(minutes=minutes))
+        unknown = {p for p in waiting if p not in self.swept_before}
+        try:
+            recent, before = await asyncio.to_thread(self._sweeps_blocking, waiting, unknown, since)
+        except NodeError as exc:
+            log.error("sweeps: cannot read the last sweeps, tried again in a moment: %s", exc)
+            return []
+        self.swept_before.update(before)
+        long_up = now - self.started >= minutes * 60
+        return [p for p in waiting if p not in recent and (long_up or self.swept_before[p])]
+
+    def _sweeps_blocking(
+        self, pairs: list[Pair], unknown: set[Pair], since: str
+    ) -> tuple[set[Pair], dict[Pair, bool]]:
+        """The pairs swept at or after `since`, and whether each `unknown` pair was ever swept
+        (blocking: SQLite; one indexed read per peer, and one more per peer with unknowns)."""
+        store = self.node.store()
+        recent: set[Pair] = set()
+        before: dict[Pair, bool] = {}
+        for peer in sorted({p.peer for p in pairs}):
+            lists = store.last_initiated(peer, MODE, since)
+            recent.update(p for p in pairs if p.peer == peer and p.list in lists)
+            if any(p.peer == peer for p in unknown):
+                ever = store.last_initiated(peer, MODE)
+                before.update((p, p.list in ever) for p in unknown if p.peer == peer)
+        return recent, before
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         for pair, running in list(self.running.items()):
@@ -427,6 +497,7 @@ class _Sweeper:
             result = await sweep_pair(self.node, pair, PURPOSE, OPERATOR)
         if result.ok:
             self.failures.pop(pair, None)
+            self.swept_before[pair] = True
             log.info("sweep: %s", result.line())
             return
         failures = self.failures[pair] = self.failures.get(pair, 0) + 1

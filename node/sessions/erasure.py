@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from node.data import erasure as tables
 from node.data.erasure import Erased, ListRow
 from node.data.screening import latest_epoch, missing_in_window
-from node.data.store import Store, check_list_name
+from node.data.store import Store, check_list_name, stored_time
 from node.errors import ConfigError, NotFound
 from node.policy import MAX_PURPOSE_CHARS
 from node.sessions.records import append_audit
@@ -95,19 +95,16 @@ def _changed(
     node: NodeContext, store: Store, conn: sqlite3.Connection, row: ListRow, why: str, who: str
 ) -> int | None:
     """Bumps the list's version and rotates its screening epoch if it has one; the new epoch."""
-    tables.touch_list(conn, row.id, _iso(node.now()))
+    tables.touch_list(conn, row.id, stored_time(node.now()))
     if latest_epoch(store, row.name) is None:
         return None
     return rotate_in_transaction(node, conn, row.id, row.name, who, why).id
 
 
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
-
 
 def _cutoff(node: NodeContext, days: int) -> str:
     """When a record must have been stored since to be kept `days` days."""
-    return _iso(node.now() - dt.timedelta(days=days))
+    return stored_time(node.now() - dt.timedelta(days=days))
 
 
 def remove_record(
@@ -185,7 +182,7 @@ def expire_records(node: NodeContext, store: Store) -> list[Erasure]:
 
 def _expire_windows(node: NodeContext, store: Store) -> list[Erasure]:
     """Deletes the records whose validity window has ended, one audited transaction per list."""
-    now = _iso(node.now())
+    now = stored_time(node.now())
     expired = []
     for name in tables.lists_with_windows(store.conn):
         row = tables.find_list(store.conn, name)
@@ -218,7 +215,7 @@ def _expire_windows(node: NodeContext, store: Store) -> list[Erasure]:
 
 def _open_windows(node: NodeContext, store: Store) -> None:
     """Bumps the version of a list whose current screening set lacks a record now in window."""
-    now = _iso(node.now())
+    now = stored_time(node.now())
     for name in tables.lists_with_windows(store.conn):
         epoch = latest_epoch(store, name)
         if epoch is None or not missing_in_window(store, epoch, now):

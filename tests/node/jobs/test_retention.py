@@ -1,5 +1,7 @@
 """Retention: a real `blindmatch serve --workers 2` erases records kept past their list's
-retention on its own, once, audited, and applies a changed node default while it runs."""
+retention on its own, once, audited, and applies a changed node default while it runs; and
+a record whose validity window closes is erased then, not at the hourly pass, so that a
+peer's cached screening set stops matching it from that moment."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 from node.data.store import Store
 from tests.conftest import wait_until
 from tests.federation import Federation
+from tests.node.rpc.peer_wire import federation, wait_for
 
 WATCH = """ref,iban,email,label
 W1,NL91ABNA0417164300,old@example.org,case W1
@@ -100,3 +103,57 @@ def test_serve_purges_expired_records_once_audited(tmp_path: Path) -> None:
         assert fed.stop("customs-nl") == 0
     finally:
         fed.close()
+
+
+PROBE = "ref,iban\nQ1,NL91ABNA0417164300\nQ2,GB82WEST12345698765432\n"
+SOON = 10  # seconds from the ingest to the end of R1's validity window: after one screening
+CLOSED_WITHIN = 3  # seconds from the end of a window to the pass that erases the record
+
+
+def _screened(fed: Federation) -> set[str]:
+    """police-nl's refs that customs-nl's ops list matches, by screening (a cached set)."""
+    result = fed.match("police-nl", "customs-nl", "probe", "ops", mode="screen")
+    return {m["ref"] for m in result["matches"]}
+
+
+def test_a_record_is_not_screened_from_the_moment_its_window_closes() -> None:
+    with federation("windows") as fed:
+        for agency in ("customs-nl", "police-nl"):
+            fed.add_node(agency)
+        fed.add_peer("customs-nl", "police-nl", "--modes", "screen", "--release-labels")
+        fed.add_peer("police-nl", "customs-nl", "--modes", "screen")
+        fed.ingest("police-nl", "probe", PROBE)
+        until = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=SOON)
+        ops = (
+            "ref,iban,valid_until,label\n"
+            f"R1,NL91ABNA0417164300,{until.isoformat()},op ending\n"
+            "R2,GB82WEST12345698765432,,op open\n"
+        )
+        fed.ingest("customs-nl", "ops", ops, "--kind", "operations")
+        fed.start("customs-nl")
+        node_dir = fed.node("customs-nl")
+
+        # police-nl fetches the encoded set (R1 in it) and finds both.
+        assert _screened(fed) == {"Q1", "Q2"}
+        assert dt.datetime.now(dt.UTC) < until, f"too slow: raise SOON ({SOON} s)"
+
+        # R1's window closes: serve erases it then, and rotates the screening key epoch.
+        def erased() -> list[dict[str, Any]]:
+            return [e for e in _window_expired(node_dir) if e["records"] == 1]
+
+        (entry,) = wait_for(erased, SOON + 30, "R1 erased when its window closed")
+        at = dt.datetime.fromisoformat(entry["valid_until_before"])
+        assert until <= at <= until + dt.timedelta(seconds=CLOSED_WITHIN), (until, at)
+        assert _refs(node_dir) == {"R2"}
+        rotated = _rows(node_dir, "SELECT body FROM audit WHERE event = 'epoch.rotated'")
+        assert json.loads(rotated[-1][0])["reason"] == "records expired"
+
+        # The same cached set no longer answers for R1: police-nl is told to fetch again.
+        assert _screened(fed) == {"Q2"}
+        fetched = _rows(node_dir, "SELECT count(*) FROM audit WHERE event = 'screen.fetched'")
+        assert fetched == [(2,)]
+        assert fed.stop("customs-nl") == 0
+
+
+def _window_expired(node_dir: Path) -> list[dict[str, Any]]:
+    return [e for e in _expired(node_dir) if "valid_until_before" in e]
