@@ -101,7 +101,6 @@ def _changed(
     return rotate_in_transaction(node, conn, row.id, row.name, who, why).id
 
 
-
 def _cutoff(node: NodeContext, days: int) -> str:
     """When a record must have been stored since to be kept `days` days."""
     return stored_time(node.now() - dt.timedelta(days=days))

@@ -101,5 +101,6 @@ class PeerStream(Protocol):
 
     def allow_quiet(self, seconds: float) -> None:
         """From now on, lets the other side send nothing for `seconds` beyond the idle timeout:
-        it is busy for us (recording a large session before its summary)."""
+        it is busy for us (loading its list before its hello reply, recording a large
+        session before its summary); 0 ends the allowance."""
         ...

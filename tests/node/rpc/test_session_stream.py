@@ -72,12 +72,12 @@ async def _session(fed: Federation, allowance: float) -> tuple[object, float]:
     try:
         config = NodeConfig.load(fed.node(INITIATOR))
         async with open_channel(config, RESPONDER, address) as channel:
-            call = channel.stream_stream(
+            session = channel.stream_stream(
                 f"/{SERVICE}/Session",
                 request_serializer=pb.InitiatorMessage.SerializeToString,
                 response_deserializer=pb.ResponderMessage.FromString,
-            )()
-            stream = _SessionStream(call, RESPONDER, IDLE)
+            )
+            stream = _SessionStream(session, RESPONDER, IDLE)
             await stream.send(Blinded(bytes(32)))
             if allowance:
                 stream.allow_quiet(allowance)  # before done_sending: it must outlast it
@@ -88,7 +88,7 @@ async def _session(fed: Federation, allowance: float) -> tuple[object, float]:
             except Stalled as exc:
                 outcome = exc
             finally:
-                call.cancel()
+                stream.cancel()
             return outcome, time.monotonic() - began
     finally:
         await server.stop(None)
