@@ -29,8 +29,7 @@ same run (`bench.common.x25519_floor`). Then the same session again with both no
 batches on a Dask LocalCluster of BENCH_SCALE_DASK_WORKERS (default 2) single-threaded
 worker processes on this machine (``--executor dask://127.0.0.1:PORT`` on `serve` and
 `match`), against the pool; 0 workers leaves that run out. BENCH_SCALE_IDLE_SECONDS sets
-both nodes' ``idle_seconds`` (at 10^7 a side, sorting the tags takes longer than the
-default 30 s without a message either way).
+both nodes' ``idle_seconds`` (0, the default, leaves theirs: 30 s, enough at 10^7 a side).
 """
 
 from __future__ import annotations
