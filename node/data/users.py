@@ -196,4 +196,3 @@ def find_by_login(conn: sqlite3.Connection, cookie: str, now: dt.datetime) -> Us
 def close_login(conn: sqlite3.Connection, cookie: str) -> None:
     """Signs the session cookie out (nothing happens for an unknown one)."""
     conn.execute("DELETE FROM console_logins WHERE cookie_hash = ?", (hash_token(cookie),))
-

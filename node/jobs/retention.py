@@ -92,7 +92,6 @@ class _WindowEdges:
         return self.edge
 
 
-
 async def _pass(node: NodeContext) -> bool:
     """One purge of every list with a retention or a window, logged; whether it ran."""
     try:
