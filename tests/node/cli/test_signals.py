@@ -7,8 +7,10 @@ takes their pool workers with them; SIGTERM stops `serve` within its grace
 period with a session in flight, records the session cancelled, and frees the
 port.
 
-Both nodes hold the same 200,000-row list (about 270,000 elements), so a
-session runs for tens of seconds and every signal lands mid-session. The
+Both nodes hold the same 200,000-record list (one element each, written into
+their stores by `bench.scale.fill_list`: the ingests took 35 s, and ingest is
+not what these tests are about), so a session runs for over ten seconds and
+every signal lands mid-session; the ingest tests read the same rows as a CSV. The
 processes of each command are collected from /proc before the signal, so
 what must be gone afterwards is known exactly.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from bench.scale import fill_list
 from node.data.sample import write_csv
 from tests.conftest import (
     descendants,
@@ -55,13 +58,8 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
         fed.add_peer("customs-nl", "police-nl")
         fed.add_peer("police-nl", "customs-nl")
         write_csv(fed.root / "large.csv", ROWS, seed=7)
-        ingests = [
-            fed.spawn("ingest", fed.node(agency), "--list", "large", fed.root / "large.csv")
-            for agency in ("customs-nl", "police-nl")
-        ]
-        for ingest in ingests:  # both at once: about 35 s on two cores
-            _, err = ingest.communicate(timeout=600)
-            assert ingest.returncode == 0, err
+        for agency in ("customs-nl", "police-nl"):
+            fill_list(fed.node(agency), "large", 0, ROWS)
         fed.start("police-nl")
         yield fed
     finally:
