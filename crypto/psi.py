@@ -76,6 +76,10 @@ __all__ = [
 DEFAULT_CHUNK_ELEMENTS = 4096
 # Chunks multiplied ahead of the one being sent, so compute and transport overlap.
 _LOOKAHEAD = 2
+# Until the hello reply, an initiator multiplies further ahead: its pool works while the
+# responder loads its list to reply (about 2 s at 10^6, 16 chunks' worth on the core the
+# load leaves); more would only wait in the responder's receive buffers once accepted.
+_INITIATOR_LOOKAHEAD = 16
 # Items per step of the array passes that make temporaries (lookups, positions of matches):
 # their scratch stays a few MiB whatever the set's size.
 _STEP = 1 << 16
@@ -186,6 +190,7 @@ class _Party:
 
     _x_ab: _Tags  # tag(x_ab) and tag(y_ba), each kept in the order its subclass says
     _y_ba: _Tags
+    _lookahead = _LOOKAHEAD
 
     def __init__(
         self,
@@ -252,7 +257,7 @@ class _Party:
         for start in range(0, self.size, self._chunk_elements):
             chunk = unique[self._order[start : start + self._chunk_elements]].tobytes()
             pending.append(self._runner.submit_multiply(self.group.name, self._key, chunk))
-            if len(pending) > _LOOKAHEAD:
+            if len(pending) > self._lookahead:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
@@ -290,6 +295,8 @@ class _Party:
 
 class Initiator(_Party):
     """The party that asks: learns the intersection (or its size), reveals it in mutual mode."""
+
+    _lookahead = _INITIATOR_LOOKAHEAD
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -335,6 +342,7 @@ class Initiator(_Party):
             raise ProtocolError("responder sent a second hello reply")
         self.peer_size = peer_size
         self._y_ba = _Tags(peer_size)
+        self._lookahead = _LOOKAHEAD  # it answers now: what is made ahead waits in memory
 
     def read_evaluated(self, chunk: bytes) -> None:
         """Reads tag(x_ab) from the responder."""
