@@ -14,7 +14,7 @@ audited, to start anything with a peer whose certificate the CRL revokes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -95,13 +95,14 @@ async def match(
             return await run_screen(
                 node, transport, peer, list_name, peer_list, purpose, operator, progress
             )
-        stream = _SessionStream(lambda: stub.Session(timeout=timeout), peer, idle)
+        call = stub.Session(timeout=timeout)
         try:
+            stream = _SessionStream(call, peer, idle)
             return await initiate_session(
                 node, stream, peer, list_name, peer_list, mode, purpose, operator, progress
             )
         finally:
-            stream.cancel()
+            call.cancel()  # no-op once the call has ended
 
 
 async def _refuse_revoked_peer(
@@ -141,30 +142,14 @@ class _SessionStream:
     Two tasks use it at once (one sends, one reads). A send held back by flow
     control while the responder streams y_b to us is waiting, not stalled: the
     stream stalls only when *neither* direction has moved for the idle timeout.
-    The call is made by `open_call` when first used: reading our list (seconds at
-    10^7) comes before, and the responder, which waits for the hello as soon as
-    the call arrives, does not see it as a stall.
     """
 
-    def __init__(self, open_call: Callable[[], Any], peer: str, idle_seconds: float) -> None:
-        self._open_call = open_call
-        self._call: Any = None
+    def __init__(self, call: Any, peer: str, idle_seconds: float) -> None:
+        self.call = call
         self.peer = peer
         self.idle = idle_seconds
         self.allowance = 0.0  # quiet allowed beyond `idle` (`allow_quiet`)
-        self.last_progress = 0.0  # when either direction last moved (or the call was made)
-
-    @property
-    def call(self) -> Any:
-        if self._call is None:
-            self._call = self._open_call()
-            self.last_progress = asyncio.get_running_loop().time()
-        return self._call
-
-    def cancel(self) -> None:
-        """Ends the call, if one was made (a no-op once it has ended)."""
-        if self._call is not None:
-            self._call.cancel()
+        self.last_progress = asyncio.get_running_loop().time()
 
     async def receive(self) -> Message | None:
         message = await self._bounded(self.call.read(), "sent")

@@ -202,7 +202,6 @@ class _Answer:
         """The reveal is complete: our matches are known; our hits are read from the store, and
         their labels released as they are read if policy says so."""
         self.matches = await asyncio.to_thread(self.party.matches)
-        self.party.forget_tags()  # the reveal is in: the rest needs only the matches
         messages = read_hits(self.matches, self.shared.points.element_ids, self._rows, self.hits)
         while (message := await asyncio.to_thread(next, messages, None)) is not None:
             if self.policy.release_labels:
@@ -213,6 +212,8 @@ class _Answer:
         return self.node.store().element_rows(ids)  # the calling thread's connection
 
     async def _finish(self) -> None:
+        if self.party.mode is Mode.MUTUAL:  # everything has arrived: only the matches are needed
+            self.party.forget_tags()
         match_count = self.matches.shared
 
         def complete() -> None:  # O(matches) in Python: off the loop

@@ -77,7 +77,7 @@ async def _session(fed: Federation, allowance: float) -> tuple[object, float]:
                 request_serializer=pb.InitiatorMessage.SerializeToString,
                 response_deserializer=pb.ResponderMessage.FromString,
             )
-            stream = _SessionStream(session, RESPONDER, IDLE)
+            stream = _SessionStream(session(), RESPONDER, IDLE)
             await stream.send(Blinded(bytes(32)))
             if allowance:
                 stream.allow_quiet(allowance)  # before done_sending: it must outlast it
@@ -88,7 +88,7 @@ async def _session(fed: Federation, allowance: float) -> tuple[object, float]:
             except Stalled as exc:
                 outcome = exc
             finally:
-                stream.cancel()
+                stream.call.cancel()
             return outcome, time.monotonic() - began
     finally:
         await server.stop(None)
